@@ -1,0 +1,1 @@
+"""Lazy configs: LazyCall, LazyConfig, instantiate, get_config (detectron2/detrex names)."""

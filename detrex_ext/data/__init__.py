@@ -1,0 +1,1 @@
+"""Datasets, catalogs, augmentation, mappers and loaders (detectron2 names)."""

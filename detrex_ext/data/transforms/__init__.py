@@ -1,0 +1,1 @@
+"""Augmentations and transforms (detectron2's T namespace)."""

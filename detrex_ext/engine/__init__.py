@@ -1,0 +1,1 @@
+"""Launcher, trainer and hooks (detectron2/detrex engine names)."""

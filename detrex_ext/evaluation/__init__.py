@@ -1,0 +1,1 @@
+"""Evaluators with detectron2's reset/process/evaluate protocol."""

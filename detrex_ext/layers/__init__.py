@@ -1,0 +1,1 @@
+"""Reusable layers for DETR-family models (deformable attention, embeddings, box ops)."""

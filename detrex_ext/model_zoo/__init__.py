@@ -1,0 +1,1 @@
+"""Released checkpoints by name: configs, URLs, cached verified downloads."""

@@ -1,0 +1,1 @@
+"""Model-agnostic modeling pieces: matcher, losses, backbones."""

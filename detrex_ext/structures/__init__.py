@@ -1,0 +1,1 @@
+"""Data structures with detectron2's API: Instances, Boxes, masks, ImageList."""

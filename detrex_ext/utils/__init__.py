@@ -1,0 +1,1 @@
+"""Utilities shared by every layer of the toolkit: distributed helpers, logging, events, file I/O."""

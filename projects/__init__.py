@@ -1,0 +1,1 @@
+"""Model projects built on detrex_ext."""

@@ -1,0 +1,1 @@
+"""Mask DINO: one model for detection, instance, panoptic and semantic segmentation."""

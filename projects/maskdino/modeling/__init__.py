@@ -1,0 +1,1 @@
+"""Mask DINO modules: meta-architecture, pixel decoder, decoder, criterion, inference."""
