@@ -1,0 +1,268 @@
+"""SetCriterion: Mask DINO's losses (spec section 5).
+
+For every prediction (final, each auxiliary one, the query-selection "interm" one) the matching
+queries are assigned to ground truths by the Hungarian matcher, then supervised with
+
+* `labels`: sigmoid focal loss over C classes (or softmax CE over C + 1 with `semantic_ce_loss`),
+* `masks`: point-sampled BCE and dice (PointRend importance sampling),
+* `boxes`: L1 and GIoU on normalised cxcywh boxes,
+
+all normalised by the number of ground truths (summed over processes). Denoising predictions use
+the fixed assignment "slot g * G + j <-> object j" and are normalised by num_boxes * groups.
+
+Official reference: IDEA-Research/MaskDINO `maskdino/modeling/criterion.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detrex_ext.layers import (
+    box_cxcywh_to_xyxy,
+    generalized_box_iou,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+from detrex_ext.modeling import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
+from detrex_ext.utils import comm
+
+__all__ = ["SetCriterion"]
+
+LOSS_NAMES = {
+    "labels": ("loss_ce",),
+    "masks": ("loss_mask", "loss_dice"),
+    "boxes": ("loss_bbox", "loss_giou"),
+}
+
+Indices = list[tuple[Tensor, Tensor]]
+
+
+def uncertainty(logits: Tensor) -> Tensor:
+    """PointRend uncertainty of class-agnostic mask logits `[R, 1, P]`: -|logit|."""
+    return -torch.abs(logits)
+
+
+class SetCriterion(nn.Module):
+    """Mask DINO's set criterion.
+
+    Args:
+        num_classes: C.
+        matcher: a callable `(outputs, targets) -> [(pred_idx, gt_idx)] per image`.
+        weight_dict: loss name -> weight (see `maskdino_weight_dict`); the model multiplies and
+            filters the losses with it.
+        eos_coef: weight of the "no object" class in the CE loss.
+        losses: loss groups for matched predictions, from "labels", "masks", "boxes".
+        num_points: points per mask for the mask losses (112 * 112).
+        oversample_ratio, importance_sample_ratio: PointRend sampling parameters.
+        dn: "no", "standard" or "seg".
+        dn_losses: loss groups for the denoising predictions.
+        panoptic_on: box losses on thing classes only (class id < `num_thing_classes`).
+        semantic_ce_loss: softmax CE class loss with C + 1 logits.
+        num_thing_classes: ids below it are things (80 for COCO), for `panoptic_on`.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        matcher: nn.Module,
+        weight_dict: dict[str, float],
+        eos_coef: float = 0.1,
+        losses: list[str] = ("labels", "masks", "boxes"),
+        num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        dn: str = "seg",
+        dn_losses: list[str] = ("labels", "masks", "boxes"),
+        panoptic_on: bool = False,
+        semantic_ce_loss: bool = False,
+        num_thing_classes: int = 80,
+    ) -> None:
+        super().__init__()
+        for name in list(losses) + list(dn_losses):
+            if name not in LOSS_NAMES:
+                raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSS_NAMES)}")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.eos_coef = eos_coef
+        self.losses = list(losses)
+        self.dn = dn
+        self.dn_losses = list(dn_losses)
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.focal_alpha = 0.25
+        self.panoptic_on = panoptic_on
+        self.semantic_ce_loss = semantic_ce_loss
+        self.num_thing_classes = num_thing_classes
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight)
+        self.register_load_state_dict_pre_hook(_keep_empty_weight)
+
+    # ------------------------------------------------------------------ single losses
+    @staticmethod
+    def _src_idx(indices: Indices) -> tuple[Tensor, Tensor]:
+        batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+        return batch, torch.cat([src for src, _ in indices])
+
+    def _target_classes(self, logits: Tensor, targets: list[dict], indices: Indices) -> Tensor:
+        """`[B, Q]` class of each query: its matched label, else C ("no object")."""
+        idx = self._src_idx(indices)
+        matched = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        classes[idx] = matched
+        return classes
+
+    def loss_labels(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+        """Sigmoid focal loss (alpha 0.25, gamma 2) over all queries x classes / num_boxes."""
+        logits = outputs["pred_logits"].float()
+        classes = self._target_classes(logits, targets, indices)
+        onehot = torch.zeros(
+            (*logits.shape[:2], logits.shape[2] + 1), dtype=logits.dtype, device=logits.device
+        )
+        onehot.scatter_(2, classes.unsqueeze(-1), 1)
+        onehot = onehot[:, :, :-1]
+        loss = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=self.focal_alpha, gamma=2)
+        return {"loss_ce": loss * logits.shape[1]}
+
+    def loss_labels_ce(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+        """Softmax CE over C + 1 logits, "no object" weighted by eos_coef (weighted mean)."""
+        logits = outputs["pred_logits"].float()
+        classes = self._target_classes(logits, targets, indices)
+        return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), classes, self.empty_weight)}
+
+    def loss_boxes(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+        """L1 and 1 - GIoU of matched normalised cxcywh boxes, / num_boxes."""
+        idx = self._src_idx(indices)
+        src = outputs["pred_boxes"][idx].float()
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
+        if self.panoptic_on:
+            labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+            isthing = labels < self.num_thing_classes
+            src, tgt = src[isthing], tgt[isthing]
+        loss_bbox = F.l1_loss(src, tgt, reduction="none").sum() / num_boxes
+        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
+        return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
+
+    def loss_masks(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+        """Point-sampled BCE and dice of matched masks, / num_boxes."""
+        src_masks = outputs["pred_masks"][self._src_idx(indices)][:, None]
+        # Same order as the predictions: image by image, in the matcher's order.
+        tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+        tgt_masks = tgt_masks.to(src_masks)[:, None]
+        with torch.no_grad():
+            coords = get_uncertain_point_coords_with_randomness(
+                src_masks,
+                uncertainty,
+                self.num_points,
+                self.oversample_ratio,
+                self.importance_sample_ratio,
+            )
+            labels = point_sample(tgt_masks, coords, align_corners=False).squeeze(1)
+        logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
+        logits, labels = logits.float(), labels.float()
+        return {
+            "loss_mask": sigmoid_ce_loss(logits, labels, num_boxes),
+            "loss_dice": dice_loss(logits, labels, num_boxes),
+        }
+
+    def get_loss(self, loss: str, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+        if loss == "labels":
+            fn = self.loss_labels_ce if self.semantic_ce_loss else self.loss_labels
+        elif loss == "masks":
+            fn = self.loss_masks
+        else:
+            fn = self.loss_boxes
+        return fn(outputs, targets, indices, num_boxes)
+
+    # ------------------------------------------------------------------ forward
+    def num_boxes(self, targets: list[dict], device: torch.device):
+        """GT count averaged over processes, at least 1 (a float, or a tensor when distributed)."""
+        count = float(sum(len(t["labels"]) for t in targets))
+        if comm.get_world_size() > 1:
+            total = torch.as_tensor([count], dtype=torch.float, device=device)
+            torch.distributed.all_reduce(total)
+            return torch.clamp(total / comm.get_world_size(), min=1)[0]
+        return max(count, 1.0)
+
+    @staticmethod
+    def dn_indices(targets: list[dict], scalar: int, single_pad: int) -> Indices:
+        """Fixed DN assignment: prediction slot g * single_pad + j <-> ground truth j."""
+        indices = []
+        for t in targets:
+            n = len(t["labels"])
+            device = t["labels"].device
+            gt = torch.arange(n, dtype=torch.long, device=device).unsqueeze(0).repeat(scalar, 1)
+            offsets = (torch.arange(scalar, device=device) * single_pad).long().unsqueeze(1)
+            indices.append(((offsets + gt).flatten(), gt.flatten()))
+        return indices
+
+    def _dn_zero_losses(self, suffix: str, device: torch.device) -> dict:
+        names = [n for group in self.dn_losses for n in LOSS_NAMES[group]]
+        return {f"{n}{suffix}": torch.zeros((), device=device) for n in names}
+
+    def _losses(self, groups, outputs, targets, indices, num_boxes, suffix: str) -> dict:
+        out = {}
+        for loss in groups:
+            out.update(self.get_loss(loss, outputs, targets, indices, num_boxes))
+        return {k + suffix: v for k, v in out.items()}
+
+    def forward(self, outputs: dict, targets: list[dict], dn_meta: dict | None = None) -> dict:
+        """Compute every loss (unweighted).
+
+        Args:
+            outputs: the decoder outputs (`pred_logits`, `pred_masks`, `pred_boxes`,
+                `aux_outputs`, optional `interm_outputs`).
+            targets: per image `labels` `[n]`, `masks` `[n, H_pad, W_pad]`, `boxes` `[n, 4]`.
+            dn_meta: the decoder's denoising record, or None.
+
+        Returns:
+            loss name -> scalar tensor: final (no suffix), `_dn`, `_{i}`, `_dn_{i}`, `_interm`.
+        """
+        device = outputs["pred_logits"].device
+        use_dn = self.dn != "no" and dn_meta is not None
+        if use_dn:
+            scalar, single_pad = dn_meta["scalar"], dn_meta["single_pad"]
+            dn_out = dn_meta["output_known_lbs_bboxes"]
+            dn_idx = self.dn_indices(targets, scalar, single_pad)
+        main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        indices = self.matcher(main, targets)
+        num_boxes = self.num_boxes(targets, device)
+
+        losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "")
+        if use_dn:
+            losses.update(self._losses(self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn"))
+        elif self.dn != "no":
+            losses.update(self._dn_zero_losses("_dn", device))
+
+        # Without interm outputs the pre-decoder DN prediction (aux 0) is not supervised.
+        dn_start = 0 if "interm_outputs" in outputs else 1
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            aux_indices = self.matcher(aux, targets)
+            losses.update(self._losses(self.losses, aux, targets, aux_indices, num_boxes, f"_{i}"))
+            if i < dn_start:
+                continue
+            if use_dn:
+                losses.update(
+                    self._losses(
+                        self.dn_losses, dn_out["aux_outputs"][i], targets, dn_idx,
+                        num_boxes * scalar, f"_dn_{i}",
+                    )
+                )
+            elif self.dn != "no":
+                losses.update(self._dn_zero_losses(f"_dn_{i}", device))
+
+        if "interm_outputs" in outputs:
+            interm = outputs["interm_outputs"]
+            interm_indices = self.matcher(interm, targets)
+            losses.update(self._losses(self.losses, interm, targets, interm_indices, num_boxes, "_interm"))
+        return losses
+
+
+def _keep_empty_weight(module, state_dict, prefix, *_args) -> None:
+    """`empty_weight` is a constant of the config: fill it when a checkpoint lacks it."""
+    state_dict.setdefault(prefix + "empty_weight", module.empty_weight.detach().clone())
