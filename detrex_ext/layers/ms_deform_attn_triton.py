@@ -1,0 +1,319 @@
+"""Triton backend of multi-scale deformable attention: forward and backward kernels.
+
+The pure functions here implement the TRITON <-> BLOCKS contract (see
+``detrex_ext.layers.multi_scale_deformable_attn``, which wraps them in a custom op with autograd):
+
+* ``is_available()`` - Triton imports and can run here (a CUDA/ROCm device, or the interpreter);
+* ``msda_forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)``;
+* ``msda_backward(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+  attention_weights)``.
+
+Semantics are those of the official CUDA op, i.e. ``grid_sample(align_corners=False,
+padding_mode="zeros")``: a normalised location ``loc`` in level ``l`` is sampled at pixel
+``loc * size - 0.5``, bilinearly, and corners outside the map contribute zero. Gradients with respect
+to the location are those of the floor-based bilinear formula (as ``grid_sample``; at integer pixel
+coordinates this is the derivative from the right).
+
+Precision: ``value`` (and ``grad_output``) may be fp32, bf16, fp16 or fp64; coordinates, bilinear
+weights and all accumulations are fp32 (fp64 for fp64 values). The value gradient is accumulated in
+an fp32 buffer with relaxed atomics (non-deterministic in the last bits, like the official op) and
+cast to ``value.dtype`` at the end. Location/weight gradients are reduced in registers, no atomics.
+
+No host synchronisation: level shapes and start offsets are read by the kernels from the device
+tensors. The first call for a new shape bucket autotunes the tile (it runs the kernel a few times
+and synchronises), so warm up before capturing a CUDA graph.
+
+Set ``TRITON_INTERPRET=1`` before this module's kernels are first used to run them on CPU tensors
+through Triton's interpreter (slow; for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from types import ModuleType
+
+import torch
+
+__all__ = ["is_available", "msda_backward", "msda_forward"]
+
+logger = logging.getLogger(__name__)
+
+_VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_MAX_HEAD_DIM = 1024
+_INT32_LIMIT = 2**31 - 1
+# Tile used where autotuning cannot run (Triton's interpreter) unless a call overrides it.
+_DEFAULT_BLOCK_Q = 16
+_DEFAULT_NUM_WARPS = 4
+
+
+def _interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels() -> ModuleType:
+    try:
+        from detrex_ext.layers import _ms_deform_attn_triton_kernels as kernels
+    except ImportError as exc:  # triton missing or broken
+        raise ImportError(
+            "The Triton deformable-attention backend needs the `triton` package, which ships with "
+            "the CUDA builds of PyTorch (`pip install triton`). Use the PyTorch backend instead: "
+            "DETREX_MSDA_BACKEND=pytorch."
+        ) from exc
+    return kernels
+
+
+def is_available() -> bool:
+    """True when Triton imports and has something to run on (a GPU, or the interpreter)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    if _interpreter_enabled():
+        return True
+    if not torch.cuda.is_available():
+        return False
+    if torch.version.hip is not None:
+        return True
+    return torch.cuda.get_device_capability() >= (7, 0)
+
+
+def _as_index_tensor(x: torch.Tensor | Sequence, name: str, device: torch.device) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):  # list of (h, w) / starts: one small host-to-device copy
+        x = torch.as_tensor(x, dtype=torch.int64)
+    if x.dtype != torch.int64:
+        x = x.long()
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but value is on {device}; move it to {device}.")
+    return x.contiguous()
+
+
+def _check_inputs(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[int, int, int, int, int, int, int]:
+    """Validates shapes/dtypes/devices (metadata only, no sync); returns B, S, H, Dh, Q, L, P."""
+    if value.dim() != 4:
+        raise ValueError(f"value must be [B, S, H, Dh], got shape {tuple(value.shape)}.")
+    if value.dtype not in _VALUE_DTYPES:
+        raise TypeError(f"value must be float32/bfloat16/float16/float64, got {value.dtype}.")
+    batch, num_tokens, num_heads, head_dim = value.shape
+    if head_dim > _MAX_HEAD_DIM:
+        raise ValueError(
+            f"head dim {head_dim} is above the Triton backend's limit of {_MAX_HEAD_DIM}; "
+            "use the PyTorch backend (DETREX_MSDA_BACKEND=pytorch)."
+        )
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(
+            "sampling_locations must be [B, Q, H, L, P, 2], got shape "
+            f"{tuple(sampling_locations.shape)}."
+        )
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    expected = (batch, num_queries, num_heads, num_levels, num_points)
+    if tuple(sampling_locations.shape[:5]) != expected:
+        raise ValueError(
+            f"sampling_locations has shape {tuple(sampling_locations.shape)} but value "
+            f"{tuple(value.shape)} needs [B={batch}, Q, H={num_heads}, L, P, 2]."
+        )
+    if tuple(attention_weights.shape) != expected:
+        raise ValueError(
+            f"attention_weights must be [B, Q, H, L, P] = {list(expected)} to match "
+            f"sampling_locations, got {tuple(attention_weights.shape)}."
+        )
+    if tuple(spatial_shapes.shape) != (num_levels, 2):
+        raise ValueError(
+            f"spatial_shapes must be [L={num_levels}, 2] (height, width per level), got "
+            f"{tuple(spatial_shapes.shape)}."
+        )
+    if tuple(level_start_index.shape) != (num_levels,):
+        raise ValueError(
+            f"level_start_index must be [L={num_levels}], got {tuple(level_start_index.shape)}."
+        )
+    for name, tensor in (
+        ("sampling_locations", sampling_locations),
+        ("attention_weights", attention_weights),
+    ):
+        if not tensor.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {tensor.dtype}.")
+        if tensor.device != value.device:
+            raise ValueError(f"{name} is on {tensor.device} but value is on {value.device}.")
+    if value.device.type != "cuda" and not _interpreter_enabled():
+        raise RuntimeError(
+            f"the Triton deformable-attention kernels need CUDA tensors, got {value.device} "
+            "(set TRITON_INTERPRET=1 to run them on CPU through Triton's interpreter, slowly)."
+        )
+    return batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points
+
+
+def _launch_args(
+    value: torch.Tensor, num_queries: int, num_levels: int, num_points: int
+) -> tuple[dict, int]:
+    """Meta-parameters shared by both kernels, and the number of (query tile x head) programs."""
+    import triton
+    import triton.language as tl
+
+    batch, num_tokens, num_heads, head_dim = value.shape
+    per_batch = max(
+        num_tokens * num_heads * head_dim,
+        num_queries * num_heads * max(head_dim, 2 * num_levels * num_points),
+    )
+    meta = dict(
+        HEAD_DIM=head_dim,
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        NUM_LEVELS=num_levels,
+        NUM_POINTS=num_points,
+        COMPUTE=tl.float64 if value.dtype == torch.float64 else tl.float32,
+        WIDE_INDEX=per_batch > _INT32_LIMIT,
+    )
+    work_bucket = triton.next_power_of_2(batch * num_queries * num_heads)
+    return meta, work_bucket
+
+
+def _grid(num_queries: int, num_heads: int, batch: int):
+    def grid(meta: dict) -> tuple[int, int]:
+        return ((num_queries + meta["BLOCK_Q"] - 1) // meta["BLOCK_Q"] * num_heads, batch)
+
+    return grid
+
+
+def _has_work(
+    out_shape: tuple[int, int, int], num_tokens: int, num_levels: int, num_points: int
+) -> bool:
+    return min(*out_shape, num_tokens, num_levels, num_points) > 0
+
+
+def _pick_kernel(tuned, plain, block_q: int | None, num_warps: int | None) -> tuple:
+    """Autotuned kernel on GPUs; a fixed tile in the interpreter or when the caller forces one."""
+    if block_q is None and num_warps is None and not _interpreter_enabled():
+        return tuned, {}
+    return plain, {
+        "BLOCK_Q": block_q or _DEFAULT_BLOCK_Q,
+        "num_warps": num_warps or _DEFAULT_NUM_WARPS,
+        "num_stages": 1,
+    }
+
+
+def msda_forward(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    *,
+    block_q: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
+    """Multi-scale deformable attention, forward.
+
+    Args:
+        value: [B, S, H, Dh], S = sum of H_l * W_l over levels (fp32/bf16/fp16/fp64).
+        spatial_shapes: [L, 2] int64 (height, width) of each level, on value's device.
+        level_start_index: [L] int64 offset of each level in S.
+        sampling_locations: [B, Q, H, L, P, 2] normalised (x, y) in [0, 1] (any float dtype).
+        attention_weights: [B, Q, H, L, P] (any float dtype).
+        block_q, num_warps: force a tile instead of autotuning (testing/benchmarking).
+
+    Returns:
+        [B, Q, H * Dh] in value's dtype.
+    """
+    spatial_shapes = _as_index_tensor(spatial_shapes, "spatial_shapes", value.device)
+    level_start_index = _as_index_tensor(level_start_index, "level_start_index", value.device)
+    batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points = _check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    out_shape = (batch, num_queries, num_heads * head_dim)
+    if not _has_work(out_shape, num_tokens, num_levels, num_points):
+        return value.new_zeros(out_shape)
+    output = value.new_empty(out_shape)
+    kernels = _kernels()
+    meta, work_bucket = _launch_args(value, num_queries, num_levels, num_points)
+    kernel, tile = _pick_kernel(
+        kernels.msda_forward_kernel_tuned, kernels.msda_forward_kernel, block_q, num_warps
+    )
+    kernel[_grid(num_queries, num_heads, batch)](
+        value.contiguous(),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+        output,
+        num_queries,
+        num_tokens,
+        num_heads,
+        work_bucket,
+        **meta,
+        **tile,
+    )
+    return output
+
+
+def msda_backward(
+    grad_output: torch.Tensor,
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    *,
+    block_q: int | None = None,
+    num_warps: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-scale deformable attention, backward (arguments as ``msda_forward``).
+
+    Args:
+        grad_output: [B, Q, H * Dh], gradient of the forward output (any float dtype).
+
+    Returns:
+        (grad_value [B, S, H, Dh] in value's dtype, grad_sampling_locations [B, Q, H, L, P, 2] and
+        grad_attention_weights [B, Q, H, L, P] in the dtypes of those inputs).
+    """
+    spatial_shapes = _as_index_tensor(spatial_shapes, "spatial_shapes", value.device)
+    level_start_index = _as_index_tensor(level_start_index, "level_start_index", value.device)
+    batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points = _check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    expected = (batch, num_queries, num_heads * head_dim)
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(
+            f"grad_output must be [B, Q, H*Dh] = {list(expected)}, got {tuple(grad_output.shape)}."
+        )
+    if not _has_work(expected, num_tokens, num_levels, num_points):
+        return (
+            torch.zeros_like(value),
+            torch.zeros_like(sampling_locations),
+            torch.zeros_like(attention_weights),
+        )
+    accum_dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    grad_value = torch.zeros(value.shape, dtype=accum_dtype, device=value.device)
+    # every (query, head, level, point) entry of these is written by the kernel
+    grad_loc = torch.empty_like(sampling_locations, memory_format=torch.contiguous_format)
+    grad_attn = torch.empty_like(attention_weights, memory_format=torch.contiguous_format)
+    kernels = _kernels()
+    meta, work_bucket = _launch_args(value, num_queries, num_levels, num_points)
+    kernel, tile = _pick_kernel(
+        kernels.msda_backward_kernel_tuned, kernels.msda_backward_kernel, block_q, num_warps
+    )
+    kernel[_grid(num_queries, num_heads, batch)](
+        grad_output.contiguous(),
+        value.contiguous(),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+        grad_value,
+        grad_loc,
+        grad_attn,
+        num_queries,
+        num_tokens,
+        num_heads,
+        work_bucket,
+        **meta,
+        **tile,
+    )
+    return grad_value.to(value.dtype), grad_loc, grad_attn
