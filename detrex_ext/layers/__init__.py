@@ -1,6 +1,15 @@
 """Reusable layers for DETR-family models (deformable attention, embeddings, box ops)."""
 
 from .batch_norm import FrozenBatchNorm2d, LayerNorm2d, get_norm
+from .box_ops import (
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_xyxy_to_cxcywh,
+    generalized_box_iou,
+    inverse_sigmoid,
+    masks_to_boxes,
+)
+from .mlp import MLP
 from .multi_scale_deform_attn import MultiScaleDeformableAttention
 from .multi_scale_deform_attn_op import (
     get_msda_backend,
@@ -8,15 +17,33 @@ from .multi_scale_deform_attn_op import (
     multi_scale_deformable_attn_pytorch,
     set_msda_backend,
 )
+from .point_features import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+from .position_embedding import PositionEmbeddingSine, get_sine_pos_embed
 from .shape_spec import ShapeSpec
 from .wrappers import Conv2d
 
 __all__ = [
+    "MLP",
     "Conv2d",
     "FrozenBatchNorm2d",
     "LayerNorm2d",
     "MultiScaleDeformableAttention",
+    "PositionEmbeddingSine",
     "ShapeSpec",
+    "box_cxcywh_to_xyxy",
+    "box_iou",
+    "box_xyxy_to_cxcywh",
+    "calculate_uncertainty",
+    "generalized_box_iou",
+    "get_sine_pos_embed",
+    "get_uncertain_point_coords_with_randomness",
+    "inverse_sigmoid",
+    "masks_to_boxes",
+    "point_sample",
     "get_msda_backend",
     "get_norm",
     "multi_scale_deformable_attn",

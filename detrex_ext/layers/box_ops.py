@@ -1,0 +1,81 @@
+"""Box utilities: format conversion, IoU / GIoU, masks to boxes, and ``inverse_sigmoid``.
+
+Boxes are ``[N, 4]`` tensors in ``(x1, y1, x2, y2)`` ("xyxy") or ``(cx, cy, w, h)`` ("cxcywh")
+format, in any consistent unit (DETR models use coordinates normalised to [0, 1]). The pairwise
+functions wrap ``torchvision.ops``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision import ops
+
+__all__ = [
+    "box_cxcywh_to_xyxy",
+    "box_iou",
+    "box_xyxy_to_cxcywh",
+    "generalized_box_iou",
+    "inverse_sigmoid",
+    "masks_to_boxes",
+]
+
+
+def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` (cx, cy, w, h) -> ``[..., 4]`` (cx - w/2, cy - h/2, cx + w/2, cy + h/2)."""
+    return ops.box_convert(boxes, in_fmt="cxcywh", out_fmt="xyxy")
+
+
+def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` (x1, y1, x2, y2) -> ``[..., 4]`` ((x1+x2)/2, (y1+y2)/2, x2-x1, y2-y1)."""
+    return ops.box_convert(boxes, in_fmt="xyxy", out_fmt="cxcywh")
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of xyxy boxes: ``[N, 4]``, ``[M, 4]`` -> ``[N, M]``."""
+    return ops.box_iou(boxes1, boxes2)
+
+
+def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise generalized IoU of xyxy boxes: ``[N, 4]``, ``[M, 4]`` -> ``[N, M]`` in [-1, 1].
+
+    Degenerate boxes (zero area on both sides) give NaN, as in DETR; callers that cannot rule
+    them out should sanitise the result.
+    """
+    return ops.generalized_box_iou(boxes1, boxes2)
+
+
+def masks_to_boxes(
+    masks: torch.Tensor,
+    exclusive_max: bool = False,
+    empty_box: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
+) -> torch.Tensor:
+    """Tight xyxy boxes around binary masks, in pixel units.
+
+    Args:
+        masks: ``[N, H, W]``, nonzero = foreground.
+        exclusive_max: False gives the index of the last foreground column / row as (x2, y2)
+            (torchvision's convention); True adds 1 (detectron2's ``BitMasks.get_bounding_boxes``).
+        empty_box: the box returned for masks without foreground pixels.
+
+    Returns:
+        ``[N, 4]`` float32 boxes.
+    """
+    boxes = ops.masks_to_boxes(masks)
+    if masks.shape[0] == 0:
+        return boxes
+    empty = ~masks.flatten(1).any(dim=1)
+    if exclusive_max:
+        boxes[:, 2:] += 1
+    fill = torch.as_tensor(empty_box, dtype=boxes.dtype, device=boxes.device)
+    return torch.where(empty[:, None], fill, boxes)
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Logit of probabilities: ``log(max(x, eps) / max(1 - x, eps))`` after clamping x to [0, 1].
+
+    Shapes: any -> same. ``inverse_sigmoid(0)`` is ``log(eps)``, finite.
+    """
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))

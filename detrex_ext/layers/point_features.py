@@ -1,0 +1,91 @@
+"""PointRend helpers: bilinear sampling at normalised points and uncertainty-based point selection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["calculate_uncertainty", "get_uncertain_point_coords_with_randomness", "point_sample"]
+
+
+def point_sample(
+    input: torch.Tensor, point_coords: torch.Tensor, align_corners: bool = False, **kwargs
+) -> torch.Tensor:
+    """Bilinearly sample ``input`` at normalised (x, y) points in [0, 1] x [0, 1].
+
+    A thin wrapper of ``F.grid_sample`` that maps [0, 1] coordinates to its [-1, 1] grid.
+
+    Args:
+        input: ``[N, C, H, W]`` feature maps.
+        point_coords: ``[N, P, 2]`` or ``[N, Hg, Wg, 2]`` (x, y) coordinates.
+        align_corners: ``grid_sample``'s flag (False: (0, 0) is the top-left corner of the
+            top-left pixel, so pixel centres sit at (j + 0.5) / W).
+        **kwargs: further ``grid_sample`` options (``mode``, ``padding_mode``).
+
+    Returns:
+        ``[N, C, P]`` or ``[N, C, Hg, Wg]`` samples.
+    """
+    add_dim = point_coords.dim() == 3
+    if add_dim:
+        point_coords = point_coords.unsqueeze(2)
+    output = F.grid_sample(input, 2.0 * point_coords - 1.0, align_corners=align_corners, **kwargs)
+    return output.squeeze(3) if add_dim else output
+
+
+def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
+    """Uncertainty of binary mask logits: ``-|logit|`` (highest at the decision boundary).
+
+    Shapes: ``[R, 1, ...]`` -> ``[R, 1, ...]``.
+    """
+    return -torch.abs(logits)
+
+
+def get_uncertain_point_coords_with_randomness(
+    coarse_logits: torch.Tensor,
+    uncertainty_func: Callable[[torch.Tensor], torch.Tensor],
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """PointRend's training-time point selection.
+
+    Draws ``int(num_points * oversample_ratio)`` uniform points per map, keeps the
+    ``int(importance_sample_ratio * num_points)`` most uncertain ones (by ``uncertainty_func`` of
+    the bilinearly sampled logits) and fills up with fresh uniform points.
+
+    Args:
+        coarse_logits: ``[N, C, H, W]`` (C = 1 for class-agnostic masks).
+        uncertainty_func: ``[N, C, P] -> [N, 1, P]`` uncertainty of sampled logits.
+        num_points: points P to return per map.
+        oversample_ratio: >= 1, oversampling factor of the candidate set.
+        importance_sample_ratio: in [0, 1], share of P chosen by uncertainty.
+        generator: optional random generator (default: the global one).
+
+    Returns:
+        ``[N, P, 2]`` (x, y) coordinates in [0, 1], fp32 (fp64 for fp64 logits).
+    """
+    if oversample_ratio < 1:
+        raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
+    if not 0 <= importance_sample_ratio <= 1:
+        raise ValueError(
+            f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
+        )
+    num_maps = coarse_logits.shape[0]
+    device = coarse_logits.device
+    num_sampled = int(num_points * oversample_ratio)
+    # Coordinates stay >= fp32 even for half-precision logits (which are upcast for sampling).
+    dtype = torch.promote_types(coarse_logits.dtype, torch.float32)
+    candidates = torch.rand(num_maps, num_sampled, 2, device=device, generator=generator).to(dtype)
+    logits = point_sample(coarse_logits.to(dtype), candidates, align_corners=False)
+    uncertainties = uncertainty_func(logits)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    num_random = num_points - num_uncertain
+    index = torch.topk(uncertainties[:, 0, :], k=num_uncertain, dim=1)[1]
+    point_coords = torch.gather(candidates, 1, index[..., None].expand(-1, -1, 2))
+    if num_random > 0:
+        extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
+        point_coords = torch.cat([point_coords, extra.to(point_coords.dtype)], dim=1)
+    return point_coords
