@@ -1,1 +1,17 @@
-"""Checkpoint loading and saving (DetectionCheckpointer)."""
+"""Checkpoint loading and saving (``DetectionCheckpointer``; fvcore's ``PeriodicCheckpointer``)."""
+
+from fvcore.common.checkpoint import PeriodicCheckpointer
+
+from .detection_checkpoint import DetectionCheckpointer
+from .key_matching import align_by_suffix, incompatible_keys_table
+from .safe_load import UnsafeCheckpointError, load_pickle_weights, load_torch_weights
+
+__all__ = [
+    "DetectionCheckpointer",
+    "PeriodicCheckpointer",
+    "UnsafeCheckpointError",
+    "align_by_suffix",
+    "incompatible_keys_table",
+    "load_pickle_weights",
+    "load_torch_weights",
+]

@@ -1,0 +1,192 @@
+"""What ``tools/train_net.py`` runs in every process: ``main(args)``, ``do_train``, ``do_test``.
+
+Same flow as detrex's ``train_net.py`` (config schema in the project notes), with these choices:
+
+- the model is evaluated unwrapped (no DDP forward during evaluation, so uneven evaluation shards
+  cannot deadlock on buffer broadcasts);
+- with EMA, training-time evaluation reports both weights: the raw results under their task names
+  and the EMA results under ``<task>_ema`` (detrex overwrote the raw ones);
+- an iteration is one optimizer step over ``train.gradient_accumulation_steps`` batches, so
+  ``max_iter``, periods and the lr schedule all count optimizer steps;
+- ``train.seed`` (or a shared random seed when negative) drives per-iteration reseeding, which
+  makes ``--resume`` reproduce an uninterrupted run (see ``train_loop``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from detrex_ext.checkpoint import DetectionCheckpointer
+from detrex_ext.config import LazyConfig, instantiate, try_get_key
+from detrex_ext.evaluation import inference_on_dataset, print_csv_format
+from detrex_ext.utils import comm
+
+from . import ema, hooks
+from .ddp import create_ddp_model, unwrap_model
+from .defaults import apply_fast_dev_run, default_setup, default_writers, resolve_device
+from .train_loop import Trainer
+
+__all__ = ["main", "do_train", "do_test", "do_eval_only", "build_optimizer"]
+
+logger = logging.getLogger(__name__)
+
+
+def _evaluate(cfg: DictConfig, model: nn.Module) -> dict[str, Any]:
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+    return results
+
+
+def do_test(cfg: DictConfig, model: nn.Module, eval_only: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator`` (both built anew).
+
+    Returns:
+        ``{task: {metric: value}}`` on the main process (``{}`` without an evaluator). During
+        training with EMA, the EMA weights are evaluated too, under ``<task>_ema``.
+    """
+    if "evaluator" not in cfg.dataloader or cfg.dataloader.evaluator is None:
+        logger.info("No dataloader.evaluator in the config: skipping evaluation.")
+        return {}
+    model = unwrap_model(model)
+    results = _evaluate(cfg, model)
+    if not eval_only and try_get_key(cfg, "train.model_ema.enabled", default=False):
+        logger.info("Run evaluation with EMA.")
+        with ema.apply_model_ema_and_restore(model):
+            ema_results = _evaluate(cfg, model)
+        results.update({f"{task}_ema": value for task, value in ema_results.items()})
+    return results
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``instantiate(cfg.optimizer)`` after ``cfg.optimizer.params.model = model``."""
+    if OmegaConf.select(cfg, "optimizer.params._target_") is None:
+        raise ValueError(
+            "cfg.optimizer.params must be a LazyCall that builds parameter groups from the model, "
+            "e.g. L(get_default_optimizer_params)() (see configs/common/optim.py)"
+        )
+    cfg.optimizer.params.model = model
+    return instantiate(cfg.optimizer)
+
+
+def _maybe_compile(cfg: DictConfig, model: nn.Module) -> None:
+    if try_get_key(cfg, "train.compile.enabled", default=False):
+        mode = try_get_key(cfg, "train.compile.mode", default=None)
+        logger.info(f"torch.compile of the model (mode={mode})")
+        model.compile(mode=mode)  # in place: state_dict keys stay the same
+
+
+def do_train(args: argparse.Namespace, cfg: DictConfig) -> None:
+    """Build model, optimizer, loader, trainer, checkpointer and hooks; resume or load weights;
+    train to ``train.max_iter``."""
+    device = resolve_device(cfg)
+    model = instantiate(cfg.model)
+    logger.info(f"Model:\n{model}")
+    model.to(device)
+    optimizer = build_optimizer(cfg, model)
+    train_loader = instantiate(cfg.dataloader.train)
+    _maybe_compile(cfg, model)
+    ddp_kwargs = OmegaConf.to_container(cfg.train.ddp, resolve=True) if "ddp" in cfg.train else {}
+    model = create_ddp_model(model, **ddp_kwargs)
+    ema.may_build_model_ema(cfg, model)
+
+    seed = try_get_key(cfg, "train.seed", default=-1)
+    iteration_seed = seed if seed is not None and seed >= 0 else comm.shared_random_seed()
+    clip = try_get_key(cfg, "train.clip_grad.enabled", default=False)
+    trainer = Trainer(
+        model,
+        train_loader,
+        optimizer,
+        amp_enabled=try_get_key(cfg, "train.amp.enabled", default=False),
+        amp_dtype=try_get_key(cfg, "train.amp.dtype", default="fp16"),
+        clip_grad_params=dict(cfg.train.clip_grad.params) if clip else None,
+        grad_accum_steps=try_get_key(cfg, "train.gradient_accumulation_steps", default=1),
+        iteration_seed=iteration_seed,
+    )
+    checkpointer = DetectionCheckpointer(
+        model, cfg.train.output_dir, trainer=trainer, **ema.may_get_ema_checkpointer(cfg, model)
+    )
+    main_process = comm.is_main_process()
+    use_ema = try_get_key(cfg, "train.model_ema.enabled", default=False)
+    ema_cfg = cfg.train.model_ema if use_ema else None
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            ema.EMAHook(model, decay=ema_cfg.decay, device=ema_cfg.device) if ema_cfg else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            (
+                hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+                if main_process
+                else None
+            ),
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            (
+                hooks.PeriodicWriter(default_writers(cfg), period=cfg.train.log_period)
+                if main_process
+                else None
+            ),
+        ]
+    )
+    resumed = args.resume and checkpointer.has_checkpoint()
+    if args.resume and not resumed:
+        logger.info(
+            f"--resume: no last_checkpoint in {cfg.train.output_dir}; starting from "
+            f"train.init_checkpoint={cfg.train.init_checkpoint!r}"
+        )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if resumed else 0
+    if resumed:
+        logger.info(f"Resumed from iteration {trainer.iter}; continuing at {start_iter}.")
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def do_eval_only(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``train.init_checkpoint`` (EMA weights with
+    ``train.model_ema.use_ema_weights_for_eval_only``)."""
+    model = instantiate(cfg.model)
+    model.to(resolve_device(cfg))
+    ema.may_build_model_ema(cfg, model)
+    if not cfg.train.init_checkpoint:
+        logger.warning("--eval-only without train.init_checkpoint: evaluating untrained weights.")
+    DetectionCheckpointer(model, **ema.may_get_ema_checkpointer(cfg, model)).load(
+        cfg.train.init_checkpoint
+    )
+    if try_get_key(cfg, "train.model_ema.use_ema_weights_for_eval_only", default=False):
+        state = ema.get_model_ema_state(model)
+        if not state.has_inited():
+            raise ValueError(
+                f"use_ema_weights_for_eval_only=True but {cfg.train.init_checkpoint!r} has no "
+                "'ema_state'; evaluate its regular weights with "
+                "train.model_ema.use_ema_weights_for_eval_only=False"
+            )
+        logger.info("Evaluating the EMA weights.")
+        ema.apply_model_ema(model)
+    results = do_test(cfg, model, eval_only=True)
+    if comm.is_main_process():
+        logger.info(f"Evaluation results: {results}")
+    return results
+
+
+def main(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Load the config, apply ``args.opts``, set up the run, then evaluate or train.
+
+    ``args.output_dir`` (set by ``--multirun`` for each job) replaces ``train.output_dir``.
+    """
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
+    if getattr(args, "output_dir", None):
+        cfg.train.output_dir = args.output_dir
+    default_setup(cfg, args)
+    apply_fast_dev_run(cfg)
+    if args.eval_only:
+        return do_eval_only(cfg)
+    do_train(args, cfg)
+    return None

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Train or evaluate any lazy config, detrex style.
+
+    python tools/train_net.py --config-file projects/maskdino/configs/<cfg>.py --num-gpus 8
+    python tools/train_net.py --config-file <cfg>.py --resume
+    python tools/train_net.py --config-file <cfg>.py --eval-only train.init_checkpoint=<ckpt>
+    python tools/train_net.py --config-file <cfg>.py --print-config optimizer.lr=1e-4
+    python tools/train_net.py --config-file <cfg>.py --multirun optimizer.lr=1e-4,2e-4
+
+Every process runs ``detrex_ext.engine.runner.main``; see ``--help`` for all flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+
+import yaml
+
+from detrex_ext.config import LazyConfig
+from detrex_ext.engine import default_argument_parser, launch
+from detrex_ext.engine.defaults import resolved_config_data
+from detrex_ext.engine.multirun import expand_sweep, find_sweep_overrides
+from detrex_ext.engine.runner import main
+
+
+def print_config(args: argparse.Namespace) -> None:
+    """Print the config after overrides, interpolations resolved, as YAML."""
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
+    text = yaml.safe_dump(resolved_config_data(cfg), sort_keys=False, default_flow_style=False)
+    sys.stdout.write(text)
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    """Run every combination of the sweep overrides in turn, each in its own output folder."""
+    jobs = expand_sweep(args.opts or [])
+    cfg = LazyConfig.load(args.config_file)
+    # the base folder comes from the config with the fixed (non-sweep) overrides applied
+    fixed = [o for o in args.opts or [] if o not in set(find_sweep_overrides(args.opts or []))]
+    base_dir = LazyConfig.apply_overrides(cfg, fixed).train.output_dir
+    print(f"[multirun] {len(jobs)} job(s) under {base_dir}", flush=True)
+    for index, job in enumerate(jobs):
+        job_args = copy.copy(args)
+        job_args.opts = job.overrides
+        job_args.output_dir = os.path.join(base_dir, job.dirname) if job.dirname else None
+        swept = " ".join(f"{k}={v}" for k, v in job.swept)
+        print(f"[multirun] job {index}: {swept} -> {job_args.output_dir}", flush=True)
+        launch_main(job_args)
+
+
+def launch_main(args: argparse.Namespace) -> None:
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+def cli(argv: list[str] | None = None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    if not args.config_file:
+        raise SystemExit("train_net.py: --config-file is required")
+    if args.print_config:
+        print_config(args)
+        return
+    if args.multirun:
+        run_sweep(args)
+        return
+    sweeps = find_sweep_overrides(args.opts or [])
+    if sweeps:
+        raise SystemExit(
+            f"train_net.py: {' '.join(sweeps)} list several values; add --multirun to run one "
+            "job per combination (or quote a string containing commas: key='a,b')"
+        )
+    launch_main(args)
+
+
+if __name__ == "__main__":
+    cli()
