@@ -124,6 +124,14 @@ class IterationMultiStepParamScheduler(MultiStepParamScheduler):
                 f"{len(milestones)} milestones need {len(milestones) + 1} values, got {len(values)}"
             )
         reached = [m for m in milestones if m < num_updates]
+        if len(reached) < len(milestones):
+            logger.warning(
+                "lr milestones %s are not before num_updates=%d, so they are never reached "
+                "(the last value used is %s)",
+                milestones[len(reached) :],
+                num_updates,
+                values[len(reached)],
+            )
         values = values[: len(reached) + 1]
         # fvcore needs num_updates >= len(values); a run that short only sees the first stages.
         while len(values) > max(1, num_updates):
