@@ -14,6 +14,7 @@ YAML loader that only knows plain data plus ``!!python/name:<dotted.path>`` refe
 from __future__ import annotations
 
 import builtins
+import inspect
 import os
 import threading
 import types
@@ -49,6 +50,16 @@ def _as_config(value: Any) -> Any:
 
 def _is_config_value(name: str, value: Any) -> bool:
     return not name.startswith("_") and isinstance(value, (dict, DictConfig, ListConfig))
+
+
+def _defined_names(values: abc.Mapping) -> str:
+    """Public names a config file defines, for error messages (imports of code left out)."""
+    names = sorted(
+        str(k)
+        for k, v in values.items()
+        if not str(k).startswith("_") and not (isinstance(v, type) or callable(v) or inspect.ismodule(v))
+    )
+    return ", ".join(names) or "(nothing)"
 
 
 def _is_config_namespace(globals_: abc.Mapping | None) -> bool:
@@ -95,10 +106,9 @@ def _import_config_file(name: str, globals_: abc.Mapping, fromlist: Any, level: 
                     setattr(module, key, _as_config(value))
             continue
         if item not in namespace:
-            defined = sorted(k for k in namespace if not k.startswith("_"))
             raise ImportError(
                 f"config file {importer}: cannot import name {item!r} from {path}; "
-                f"it defines: {', '.join(defined) or '(nothing)'}"
+                f"it defines: {_defined_names(namespace)}"
             )
         setattr(module, item, _as_config(namespace[item]))
     return module
@@ -176,8 +186,7 @@ def _load_yaml_config(path: Path) -> DictConfig:
 def _select_keys(path: Path, values: abc.Mapping, keys: Any) -> Any:
     def pick(key: str) -> Any:
         if key not in values:
-            names = sorted(k for k in values if not str(k).startswith("_"))
-            raise KeyError(f"{path} has no top-level name {key!r}; it defines: {', '.join(names)}")
+            raise KeyError(f"{path} has no top-level name {key!r}; it defines: {_defined_names(values)}")
         return _as_config(values[key])
 
     if isinstance(keys, str):

@@ -72,7 +72,25 @@ def _all_keys(node: Any, prefix: str = "") -> Iterator[str]:
 
 
 def _closest_keys(cfg: DictConfig, key: str) -> list[str]:
-    return difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+    """Up to three existing keys the user probably meant, best first.
+
+    Misspelled names next to the intended key come first (``train.max_iters`` ->
+    ``train.max_iter``), then the same name elsewhere in the tree (``max_iter`` ->
+    ``train.max_iter``), then, if neither found anything, similar full paths.
+    """
+    parts = key.split(".")
+    all_keys = list(_all_keys(cfg))
+    parent = ".".join(parts[:-1])
+    siblings = [k for k in all_keys if k.rpartition(".")[0] == parent]
+    names = [k.rpartition(".")[2] for k in siblings]
+    found = [
+        f"{parent}.{name}" if parent else name
+        for name in difflib.get_close_matches(parts[-1], names, n=3, cutoff=0.6)
+    ]
+    found += [k for k in all_keys if k.rpartition(".")[2] == parts[-1] and k not in found]
+    if not found:
+        found = difflib.get_close_matches(key, all_keys, n=3, cutoff=0.6)
+    return found[:3]
 
 
 def _unknown_key_message(cfg: DictConfig, key: str, parts: list[str], matched: int) -> str:
@@ -137,7 +155,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             on an existing key, or a key set inside a plain value.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from hydra.errors import HydraException
 
     if isinstance(overrides, str):
         raise TypeError("apply_overrides expects a list of 'key=value' strings, not one string")
@@ -145,7 +163,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     for text in overrides:
         try:
             override = parser.parse_override(text)
-        except OverrideParseException as e:
+        except HydraException as e:
             raise ConfigOverrideError(f"cannot parse override {text!r}: {e}") from None
         if override.package is not None:
             raise ConfigOverrideError(
