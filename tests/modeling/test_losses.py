@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from detrex_ext.modeling import (
+    dice_loss,
+    giou_loss,
+    l1_box_loss,
+    point_sampled_mask_losses,
+    reduce_num_objects,
+    sigmoid_ce_loss,
+    sigmoid_focal_loss,
+)
+from detrex_ext.utils import comm
+
+
+def _focal_element(x, t, alpha=0.25, gamma=2.0):
+    p = 1 / (1 + math.exp(-x))
+    ce = -(t * math.log(p) + (1 - t) * math.log(1 - p))
+    p_t = p * t + (1 - p) * (1 - t)
+    alpha_t = alpha * t + (1 - alpha) * (1 - t)
+    return alpha_t * (1 - p_t) ** gamma * ce
+
+
+def test_sigmoid_focal_loss_hand_computed():
+    logits = torch.tensor([[[0.0, 2.0], [-1.0, 3.0], [0.5, -0.5]]])  # [B=1, Q=3, C=2]
+    targets = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]])
+    total = sum(
+        _focal_element(logits[0, q, c].item(), targets[0, q, c].item())
+        for q in range(3)
+        for c in range(2)
+    )
+    # mean over queries, sum over the rest, / num_boxes -> total / (Q * num_boxes)
+    loss = sigmoid_focal_loss(logits, targets, num_boxes=2.0)
+    assert loss.item() == pytest.approx(total / 3 / 2.0, rel=1e-6)
+    # x = 0, t = 1 alone: 0.25 * 0.5**2 * log 2
+    single = sigmoid_focal_loss(torch.zeros(1, 1, 1), torch.ones(1, 1, 1), num_boxes=1.0)
+    assert single.item() == pytest.approx(0.0625 * math.log(2), rel=1e-6)
+
+
+def test_dice_and_sigmoid_ce_hand_computed():
+    logits = torch.tensor([[0.0, 0.0], [100.0, -100.0]])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    # mask 0: s = (.5, .5): 1 - (2 * .5 + 1) / (1 + 1 + 1) = 1/3; mask 1: perfect -> 0
+    assert dice_loss(logits, targets, num_masks=2.0).item() == pytest.approx(1 / 6, rel=1e-6)
+    # mask 0: log 2 per point; mask 1: ~0
+    assert sigmoid_ce_loss(logits, targets, num_masks=2.0).item() == pytest.approx(
+        math.log(2) / 2, rel=1e-6
+    )
+
+
+def test_box_losses_hand_computed():
+    pred = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2]])
+    target = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.4, 0.3, 0.2, 0.2]])
+    assert l1_box_loss(pred, target, num_boxes=2.0).item() == pytest.approx(0.05, rel=1e-5)
+    # second pair: boxes [0.2,0.2,0.4,0.4] and [0.3,0.2,0.5,0.4]: inter 0.02, union 0.06, hull 0.06
+    assert giou_loss(pred, target, num_boxes=2.0).item() == pytest.approx((1 - 1 / 3) / 2, rel=1e-5)
+    assert giou_loss(pred[:0], target[:0], 1.0).item() == 0.0
+
+
+def test_point_sampled_mask_losses_hand_computed():
+    logits = torch.zeros(2, 8, 8, requires_grad=True)
+    # zero logits read 0 even in the zero-padded border band, so s = 0.5 at every point; all-zero
+    # targets likewise read exactly 0 everywhere
+    targets = torch.zeros(2, 32, 32, dtype=torch.bool)
+    num_points = 50
+    losses = point_sampled_mask_losses(logits, targets, num_masks=4.0, num_points=num_points)
+    assert losses["loss_mask"].item() == pytest.approx(2 * math.log(2) / 4, rel=1e-5)
+    # s = 0.5 and t = 0 at every point: 1 - 1 / (0.5 P + 1)
+    dice = 1 - 1 / (0.5 * num_points + 1)
+    assert losses["loss_dice"].item() == pytest.approx(2 * dice / 4, rel=1e-5)
+    (losses["loss_mask"] + losses["loss_dice"]).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    empty = point_sampled_mask_losses(logits[:0], targets[:0], 1.0, num_points=8)
+    assert empty["loss_mask"].item() == 0.0 and empty["loss_dice"].requires_grad
+
+
+def test_point_sampled_mask_losses_deterministic_with_generator():
+    logits, targets = torch.randn(3, 8, 8), torch.rand(3, 16, 16) > 0.5
+    a = point_sampled_mask_losses(
+        logits, targets, 3.0, 40, generator=torch.Generator().manual_seed(1)
+    )
+    b = point_sampled_mask_losses(
+        logits, targets, 3.0, 40, generator=torch.Generator().manual_seed(1)
+    )
+    assert a["loss_mask"] == b["loss_mask"] and a["loss_dice"] == b["loss_dice"]
+
+
+def test_reduce_num_objects_single_and_simulated_processes(monkeypatch):
+    assert reduce_num_objects(5) == 5.0
+    assert reduce_num_objects(torch.tensor(0)) == 1.0  # clamped to >= 1
+    # two processes holding 3 and 6 objects -> (3 + 6) / 2
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(comm, "all_reduce_sum", lambda t: t.add_(6.0))
+    assert reduce_num_objects(3) == 4.5
