@@ -14,7 +14,7 @@ Example (in a config file)::
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from fvcore.common.param_scheduler import (
     ConstantParamScheduler,
@@ -59,66 +59,46 @@ def with_warmup(
 
 
 def multistep_lr_scheduler(
-    values: Sequence[float] = (1.0, 0.1),
-    milestones: Sequence[int] = (82500,),
-    warmup_steps: int = 0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    num_updates: int | str = TRAIN_MAX_ITER,
+    values: Sequence[float] = (1.0, 0.1), milestones: Sequence[int] = (82500,), **warmup: Any
 ) -> DictConfig:
-    """Step schedule: ``values[i]`` from iteration ``milestones[i-1]`` on (absolute iterations)."""
+    """Step schedule: ``values[i]`` from iteration ``milestones[i-1]`` on (absolute iterations).
+
+    ``warmup``: the keyword arguments of :func:`with_warmup` (``warmup_steps``, ``warmup_factor``,
+    ``warmup_method``, ``num_updates``), here and in the factories below.
+    """
     scheduler = L(IterationMultiStepParamScheduler)(
         values=list(values), milestones=list(milestones), num_updates=_PARENT_MAX_ITER
     )
-    return with_warmup(scheduler, warmup_steps, warmup_factor, warmup_method, num_updates)
+    return with_warmup(scheduler, **warmup)
 
 
 def cosine_lr_scheduler(
-    start_value: float = 1.0,
-    end_value: float = 0.0001,
-    warmup_steps: int = 0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    num_updates: int | str = TRAIN_MAX_ITER,
+    start_value: float = 1.0, end_value: float = 0.0001, **warmup: Any
 ) -> DictConfig:
     """Half-cosine from ``start_value`` to ``end_value`` over the run."""
-    scheduler = L(CosineParamScheduler)(start_value=start_value, end_value=end_value)
-    return with_warmup(scheduler, warmup_steps, warmup_factor, warmup_method, num_updates)
+    return with_warmup(
+        L(CosineParamScheduler)(start_value=start_value, end_value=end_value), **warmup
+    )
 
 
 def linear_lr_scheduler(
-    start_value: float = 1.0,
-    end_value: float = 0.0001,
-    warmup_steps: int = 0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    num_updates: int | str = TRAIN_MAX_ITER,
+    start_value: float = 1.0, end_value: float = 0.0001, **warmup: Any
 ) -> DictConfig:
     """Straight line from ``start_value`` to ``end_value`` over the run."""
-    scheduler = L(LinearParamScheduler)(start_value=start_value, end_value=end_value)
-    return with_warmup(scheduler, warmup_steps, warmup_factor, warmup_method, num_updates)
+    return with_warmup(
+        L(LinearParamScheduler)(start_value=start_value, end_value=end_value), **warmup
+    )
 
 
 def polynomial_lr_scheduler(
-    power: float = 0.9,
-    base_value: float = 1.0,
-    warmup_steps: int = 0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    num_updates: int | str = TRAIN_MAX_ITER,
+    power: float = 0.9, base_value: float = 1.0, **warmup: Any
 ) -> DictConfig:
     """``base_value * (1 - progress) ** power`` (the "poly" schedule of semantic segmentation)."""
-    scheduler = L(PolynomialDecayParamScheduler)(base_value=base_value, power=power)
-    return with_warmup(scheduler, warmup_steps, warmup_factor, warmup_method, num_updates)
+    return with_warmup(
+        L(PolynomialDecayParamScheduler)(base_value=base_value, power=power), **warmup
+    )
 
 
-def constant_lr_scheduler(
-    value: float = 1.0,
-    warmup_steps: int = 0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    num_updates: int | str = TRAIN_MAX_ITER,
-) -> DictConfig:
+def constant_lr_scheduler(value: float = 1.0, **warmup: Any) -> DictConfig:
     """A constant multiplier after the warmup."""
-    scheduler = L(ConstantParamScheduler)(value=value)
-    return with_warmup(scheduler, warmup_steps, warmup_factor, warmup_method, num_updates)
+    return with_warmup(L(ConstantParamScheduler)(value=value), **warmup)
