@@ -57,7 +57,8 @@ def _defined_names(values: abc.Mapping) -> str:
     names = sorted(
         str(k)
         for k, v in values.items()
-        if not str(k).startswith("_") and not (isinstance(v, type) or callable(v) or inspect.ismodule(v))
+        if not str(k).startswith("_")
+        and not (isinstance(v, type) or callable(v) or inspect.ismodule(v))
     )
     return ", ".join(names) or "(nothing)"
 
@@ -186,7 +187,9 @@ def _load_yaml_config(path: Path) -> DictConfig:
 def _select_keys(path: Path, values: abc.Mapping, keys: Any) -> Any:
     def pick(key: str) -> Any:
         if key not in values:
-            raise KeyError(f"{path} has no top-level name {key!r}; it defines: {_defined_names(values)}")
+            raise KeyError(
+                f"{path} has no top-level name {key!r}; it defines: {_defined_names(values)}"
+            )
         return _as_config(values[key])
 
     if isinstance(keys, str):

@@ -123,11 +123,14 @@ def _build_call(cfg: Any, path: str) -> Any:
         raise
     except Exception as e:
         hint = _keyword_hint(target, e) if isinstance(e, TypeError) else ""
+        detail = str(e).rstrip()
+        if not detail.endswith((".", "!", "?")):
+            detail += "."
         raise InstantiationError(
             path,
             name,
             f"error building config key {path or '<root>'!r} (target {name}): "
-            f"{type(e).__name__}: {e}.{hint}",
+            f"{type(e).__name__}: {detail}{hint}",
         ) from e
 
 
