@@ -34,6 +34,8 @@ def _source_config_files() -> list[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # The build backend of pyproject.toml; venvs of Python >= 3.12 do not ship it by default.
+    pytest.importorskip("setuptools", reason="setuptools (the build backend) is not installed")
     work = tmp_path_factory.mktemp("wheel")
     src = work / "src"
     src.mkdir()
