@@ -9,6 +9,7 @@ from .box_ops import (
     inverse_sigmoid,
     masks_to_boxes,
 )
+from .denoising import DenoisingQueries, DenoisingQueryGenerator, denoising_attention_mask
 from .mlp import MLP
 from .multi_scale_deform_attn import MultiScaleDeformableAttention
 from .multi_scale_deform_attn_op import (
@@ -22,13 +23,15 @@ from .point_features import (
     get_uncertain_point_coords_with_randomness,
     point_sample,
 )
-from .position_embedding import PositionEmbeddingSine, get_sine_pos_embed
+from .position_embedding import PositionEmbeddingSine, box_sine_embedding, get_sine_pos_embed
 from .shape_spec import ShapeSpec
 from .wrappers import Conv2d
 
 __all__ = [
     "MLP",
     "Conv2d",
+    "DenoisingQueries",
+    "DenoisingQueryGenerator",
     "FrozenBatchNorm2d",
     "LayerNorm2d",
     "MultiScaleDeformableAttention",
@@ -36,8 +39,10 @@ __all__ = [
     "ShapeSpec",
     "box_cxcywh_to_xyxy",
     "box_iou",
+    "box_sine_embedding",
     "box_xyxy_to_cxcywh",
     "calculate_uncertainty",
+    "denoising_attention_mask",
     "generalized_box_iou",
     "get_sine_pos_embed",
     "get_uncertain_point_coords_with_randomness",

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["PositionEmbeddingSine", "get_sine_pos_embed"]
+__all__ = ["PositionEmbeddingSine", "box_sine_embedding", "get_sine_pos_embed"]
 
 
 def _sine_cosine_interleaved(positions: torch.Tensor, dim_t: torch.Tensor) -> torch.Tensor:
@@ -117,3 +117,7 @@ def get_sine_pos_embed(
     if exchange_xy and len(blocks) >= 2:
         blocks[0], blocks[1] = blocks[1], blocks[0]
     return torch.cat(blocks, dim=-1)
+
+
+# Name used by decoder code for the (y, x, w, h) box embedding; the same function.
+box_sine_embedding = get_sine_pos_embed

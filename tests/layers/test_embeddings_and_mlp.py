@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from detrex_ext.layers import MLP, PositionEmbeddingSine, get_sine_pos_embed
+from detrex_ext.layers import MLP, PositionEmbeddingSine, box_sine_embedding, get_sine_pos_embed
 
 
 def _sine_channel(value: float, k: int, num_feats: int, temperature: float = 10000.0) -> float:
@@ -59,6 +59,9 @@ def test_box_sine_embedding_order_y_x_w_h():
         torch.testing.assert_close(out[b, 0], torch.tensor(expected), atol=1e-6, rtol=0)
     points = get_sine_pos_embed(boxes[..., :2], num_pos_feats=num_feats)
     torch.testing.assert_close(points, out[..., : 2 * num_feats])
+    # decoder code calls it box_sine_embedding(reference, num_pos_feats), sequence-first
+    seq_first = box_sine_embedding(boxes.transpose(0, 1), num_feats)
+    torch.testing.assert_close(seq_first.transpose(0, 1), out)
     plain = get_sine_pos_embed(boxes[..., :2], num_pos_feats=num_feats, exchange_xy=False)
     torch.testing.assert_close(plain[..., :num_feats], out[..., num_feats : 2 * num_feats])
 
