@@ -1,0 +1,262 @@
+"""Reading images and labels, and turning transformed annotations into ``Instances``.
+
+Dataset dicts point at files (``file_name``, ``sem_seg_file_name``, ``pan_seg_file_name``) or,
+for generated data, carry a ``scene``: a picklable object with ``image()`` (HxWx3 uint8 RGB),
+``sem_seg()`` (HxW uint8, 255 = ignore) and ``pan_seg()`` (HxW int64 segment ids, 0 = void).
+``load_image`` / ``load_sem_seg`` / ``load_pan_seg`` hide the difference from mappers and
+evaluators.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from fvcore.transforms.transform import Transform, TransformList
+from PIL import Image, ImageOps
+
+from detrex_ext.structures import (
+    BitMasks,
+    Boxes,
+    BoxMode,
+    Instances,
+    PolygonMasks,
+    polygons_to_bitmask,
+)
+
+__all__ = [
+    "annotations_to_instances",
+    "check_image_size",
+    "convert_image_format",
+    "filter_empty_instances",
+    "id2rgb",
+    "load_image",
+    "load_pan_seg",
+    "load_sem_seg",
+    "read_image",
+    "rgb2id",
+    "transform_instance_annotations",
+]
+
+SUPPORTED_IMAGE_FORMATS = ("RGB", "BGR", "L")
+
+
+def convert_image_format(image: Image.Image | np.ndarray, format: str | None) -> np.ndarray:
+    """Convert a PIL image or an RGB array to ``format``.
+
+    Args:
+        image: PIL image (any mode), or HxWx3 uint8 RGB array.
+        format: "RGB", "BGR", "L" (returns HxWx1), or None to keep the PIL mode as it is (label
+            PNGs: palette indices stay indices).
+
+    Returns:
+        uint8 ndarray HxWxC (HxW for single-channel images read with ``format=None``).
+    """
+    if format is not None and format not in SUPPORTED_IMAGE_FORMATS:
+        raise ValueError(
+            f"image format {format!r} is not supported; use one of {SUPPORTED_IMAGE_FORMATS}"
+        )
+    if isinstance(image, np.ndarray):
+        if format is None or format == "RGB":
+            return image
+        image = Image.fromarray(image)
+    if format is not None:
+        # grayscale, palette, RGBA, CMYK... all become RGB (alpha is dropped)
+        image = image.convert("L" if format == "L" else "RGB")
+    array = np.asarray(image)
+    if format == "BGR":
+        array = array[:, :, ::-1]
+    elif format == "L":
+        array = array[:, :, None]
+    return np.ascontiguousarray(array)
+
+
+def read_image(file_name: str, format: str | None = None) -> np.ndarray:
+    """Read an image file, applying its EXIF orientation, in ``format`` (see
+    ``convert_image_format``)."""
+    with open(file_name, "rb") as f:
+        image = Image.open(f)
+        image = ImageOps.exif_transpose(image) or image
+        return convert_image_format(image, format)
+
+
+def load_image(dataset_dict: dict, format: str = "RGB") -> np.ndarray:
+    """The image of a dataset dict: rendered from its ``scene`` or read from ``file_name``."""
+    scene = dataset_dict.get("scene")
+    if scene is not None:
+        return convert_image_format(scene.image(), format)
+    return read_image(dataset_dict["file_name"], format)
+
+
+def load_sem_seg(dataset_dict: dict) -> np.ndarray | None:
+    """The semantic label map (HxW integers, ignore = 255 usually), or None if it has none."""
+    if "sem_seg_file_name" in dataset_dict:
+        label = read_image(dataset_dict["sem_seg_file_name"])
+        if label.ndim != 2:
+            raise ValueError(
+                f"semantic label {dataset_dict['sem_seg_file_name']} has {label.shape[2]} channels; "
+                "it must be a single-channel PNG of class indices"
+            )
+        return label
+    scene = dataset_dict.get("scene")
+    return scene.sem_seg() if scene is not None else None
+
+
+def load_pan_seg(dataset_dict: dict) -> np.ndarray | None:
+    """The panoptic segment-id map (HxW int64, 0 = void), or None if it has none."""
+    if "pan_seg_file_name" in dataset_dict:
+        return rgb2id(read_image(dataset_dict["pan_seg_file_name"], "RGB"))
+    scene = dataset_dict.get("scene")
+    return scene.pan_seg() if scene is not None else None
+
+
+def rgb2id(color: np.ndarray) -> np.ndarray:
+    """COCO panoptic PNG colours (HxWx3) -> segment ids: ``R + 256 G + 256^2 B`` (int64)."""
+    color = np.asarray(color)
+    if color.ndim != 3 or color.shape[2] != 3:
+        raise ValueError(f"rgb2id expects an HxWx3 array, got shape {color.shape}")
+    color = color.astype(np.int64)
+    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """Segment ids (HxW) -> COCO panoptic colours (HxWx3 uint8); inverse of ``rgb2id``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256**3:
+        raise ValueError("panoptic segment ids must lie in [0, 256^3)")
+    return np.stack([ids % 256, (ids // 256) % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)
+
+
+def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
+    """Check the image against the dict's ``height``/``width`` (set them when absent)."""
+    h, w = image.shape[:2]
+    expected = (dataset_dict.get("height"), dataset_dict.get("width"))
+    if expected[0] is not None and expected[1] is not None and expected != (h, w):
+        raise ValueError(
+            f"image {dataset_dict.get('file_name', '')!r} is {w}x{h} (WxH) but its dataset dict "
+            f"says {expected[1]}x{expected[0]}; if the file has an EXIF rotation, the annotations "
+            "were made for the unrotated image: fix the dataset's width/height or the file"
+        )
+    dataset_dict.setdefault("height", h)
+    dataset_dict.setdefault("width", w)
+
+
+def transform_instance_annotations(
+    annotation: dict[str, Any],
+    transforms: Transform | Sequence[Transform],
+    image_size: tuple[int, int],
+) -> dict[str, Any]:
+    """Apply ``transforms`` to one annotation's box and segmentation (in place; also returned).
+
+    The box becomes XYXY_ABS clipped to ``image_size = (h, w)``. Polygons are transformed
+    (and clipped by crops; pieces cut away disappear); RLE masks become HxW uint8 arrays.
+    """
+    if isinstance(transforms, (list, tuple)):
+        transforms = TransformList(list(transforms))
+    h, w = image_size
+    box = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
+    box = transforms.apply_box(np.array([box], dtype=np.float64))[0].clip(min=0)
+    annotation["bbox"] = np.minimum(box, [w, h, w, h])
+    annotation["bbox_mode"] = BoxMode.XYXY_ABS
+    segm = annotation.get("segmentation")
+    if isinstance(segm, list):
+        polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2).copy() for p in segm]
+        annotation["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
+    elif isinstance(segm, dict):
+        mask = transforms.apply_segmentation(_decode_rle(segm))
+        if mask.shape[:2] != (h, w):
+            raise ValueError(f"transformed mask has size {mask.shape[:2]}, expected {(h, w)}")
+        annotation["segmentation"] = mask
+    elif isinstance(segm, np.ndarray):
+        annotation["segmentation"] = transforms.apply_segmentation(segm)
+    elif segm is not None:
+        raise TypeError(f"cannot transform a segmentation of type {type(segm)}")
+    return annotation
+
+
+def _decode_rle(segm: dict) -> np.ndarray:
+    if isinstance(segm.get("counts"), list):  # uncompressed RLE
+        segm = mask_util.frPyObjects(segm, *segm["size"])
+    return mask_util.decode([segm])[:, :, 0]
+
+
+def annotations_to_instances(
+    annotations: list[dict[str, Any]],
+    image_size: tuple[int, int],
+    mask_format: str = "polygon",
+) -> Instances:
+    """Build training targets from transformed annotations.
+
+    Returns:
+        ``Instances`` with ``gt_boxes`` (Boxes XYXY_ABS), ``gt_classes`` (int64 [N]) and, when the
+        annotations have segmentations, ``gt_masks`` (``PolygonMasks`` for
+        ``mask_format="polygon"``, ``BitMasks`` [N, H, W] for ``"bitmask"``).
+    """
+    if mask_format not in ("polygon", "bitmask"):
+        raise ValueError(f"mask_format must be 'polygon' or 'bitmask', got {mask_format!r}")
+    boxes = [
+        BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations
+    ]
+    target = Instances(image_size)
+    target.gt_boxes = Boxes(torch.tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)))
+    target.gt_classes = torch.tensor(
+        [int(a["category_id"]) for a in annotations], dtype=torch.int64
+    )
+    if annotations and "segmentation" in annotations[0]:
+        segms = [a["segmentation"] for a in annotations]
+        if mask_format == "polygon":
+            if not all(isinstance(s, list) for s in segms):
+                raise ValueError(
+                    "mask_format='polygon' needs polygon segmentations, but some are RLE or "
+                    "arrays (crowd annotations?); drop them or use mask_format='bitmask'"
+                )
+            target.gt_masks = PolygonMasks(segms)
+        else:
+            h, w = image_size
+            masks = [_segmentation_to_mask(s, h, w) for s in segms]
+            target.gt_masks = BitMasks(torch.from_numpy(np.stack(masks)))
+    return target
+
+
+def _segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
+    if isinstance(segm, list):
+        return polygons_to_bitmask(segm, height, width)
+    if isinstance(segm, dict):
+        return _decode_rle(segm).astype(bool)
+    mask = np.asarray(segm).astype(bool)
+    if mask.shape != (height, width):
+        raise ValueError(
+            f"mask of size {mask.shape} does not match the image size {(height, width)}"
+        )
+    return mask
+
+
+def filter_empty_instances(
+    instances: Instances,
+    by_box: bool = True,
+    by_mask: bool = True,
+    box_threshold: float = 1e-5,
+    return_mask: bool = False,
+) -> Instances | tuple[Instances, torch.Tensor]:
+    """Drop instances whose box has a side <= ``box_threshold`` or whose mask is empty."""
+    keep = torch.ones(len(instances), dtype=torch.bool) if instances.get_fields() else None
+    if keep is None:
+        return (instances, torch.zeros(0, dtype=torch.bool)) if return_mask else instances
+    if by_box and instances.has("gt_boxes"):
+        keep &= instances.gt_boxes.nonempty(threshold=box_threshold)
+    if by_mask and instances.has("gt_masks"):
+        masks = instances.gt_masks
+        keep &= masks.nonempty() if hasattr(masks, "nonempty") else masks.flatten(1).any(dim=1)
+    filtered = instances[keep]
+    return (filtered, keep) if return_mask else filtered
+
+
+def polygons_to_dense_masks(
+    polygons: Sequence[Sequence[np.ndarray]], height: int, width: int
+) -> torch.Tensor:
+    """Rasterise per-instance polygon lists into a bool tensor ``[N, height, width]``."""
+    if len(polygons) == 0:
+        return torch.zeros(0, height, width, dtype=torch.bool)
+    return torch.from_numpy(np.stack([polygons_to_bitmask(p, height, width) for p in polygons]))

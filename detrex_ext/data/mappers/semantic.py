@@ -1,0 +1,142 @@
+"""Semantic segmentation mapper (Mask2Former / Mask DINO ADE20K and Cityscapes recipe)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from detrex_ext.structures import BitMasks, Instances
+
+from .. import transforms as T
+from ..detection_utils import load_sem_seg
+from .common import image_to_tensor, read_and_augment, resolve_flip
+
+__all__ = ["MaskFormerSemanticDatasetMapper", "build_semantic_augmentation"]
+
+# ADE20K recipe: short side 0.5x..2.0x of 512 in steps of 0.1
+ADE20K_MIN_SIZES = tuple(int(x * 0.1 * 512) for x in range(5, 21))
+
+
+def build_semantic_augmentation(
+    min_size_train: Sequence[int] = ADE20K_MIN_SIZES,
+    max_size_train: int = 2048,
+    min_size_train_sampling: str = "choice",
+    crop_size: int | Sequence[int] = 512,
+    single_category_max_area: float = 1.0,
+    ignore_label: int = 255,
+    color_aug_ssd: bool = True,
+    image_format: str = "RGB",
+    random_flip: str = "horizontal",
+) -> list[T.Augmentation]:
+    """Resize the short side (choice of ``min_size_train``), random crop with a category-area
+    limit, SSD colour jitter, flip: Mask2Former's semantic recipe."""
+    if isinstance(crop_size, int):
+        crop_size = (crop_size, crop_size)
+    augs: list[T.Augmentation] = [
+        T.ResizeShortestEdge(list(min_size_train), max_size_train, min_size_train_sampling),
+        T.RandomCropWithCategoryAreaLimit(
+            "absolute", crop_size, single_category_max_area, ignore_label
+        ),
+    ]
+    if color_aug_ssd:
+        augs.append(T.ColorAugSSD(img_format=image_format))
+    return augs + resolve_flip(random_flip)
+
+
+class MaskFormerSemanticDatasetMapper:
+    """Dataset dict with a semantic label map -> model input.
+
+    Output: ``image`` (CxHxW uint8) and ``sem_seg`` (long HxW, ``ignore_label`` for unlabelled
+    and padded pixels), both padded at the bottom/right to a multiple of
+    ``size_divisibility`` (image with 128); when training also ``instances``: one per class
+    present, ``gt_masks`` (bool [N, H, W]), ``gt_classes`` and ``gt_boxes`` (mask bounds).
+
+    Args:
+        is_train: build training targets.
+        augmentations: replaces the recipe built from the arguments below.
+        image_format: "RGB" or "BGR".
+        ignore_label: label value of unlabelled pixels.
+        size_divisibility: pad to a multiple of this (0 = no padding); 512 in the ADE recipe.
+        min_size_train, max_size_train, crop_size, single_category_max_area, color_aug_ssd,
+            random_flip: see ``build_semantic_augmentation``.
+    """
+
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: Sequence[T.Augmentation] | None = None,
+        image_format: str = "RGB",
+        ignore_label: int = 255,
+        size_divisibility: int = 512,
+        min_size_train: Sequence[int] = ADE20K_MIN_SIZES,
+        max_size_train: int = 2048,
+        crop_size: int | Sequence[int] = 512,
+        single_category_max_area: float = 1.0,
+        color_aug_ssd: bool = True,
+        random_flip: str = "horizontal",
+    ):
+        if augmentations is None:
+            augmentations = build_semantic_augmentation(
+                min_size_train,
+                max_size_train,
+                "choice",
+                crop_size,
+                single_category_max_area,
+                ignore_label,
+                color_aug_ssd,
+                image_format,
+                random_flip,
+            )
+        self.is_train = is_train
+        self.augmentations = list(augmentations)
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+        self.size_divisibility = size_divisibility
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        sem_seg = load_sem_seg(dataset_dict)
+        if sem_seg is None:
+            raise ValueError(
+                f"{dataset_dict.get('file_name')!r} has no semantic label (sem_seg_file_name); "
+                "use a semantic segmentation dataset"
+            )
+        aug_input, _, _ = read_and_augment(
+            dataset_dict, self.augmentations, self.image_format, sem_seg
+        )
+        for key in (
+            "scene",
+            "annotations",
+            "segments_info",
+            "sem_seg_file_name",
+            "pan_seg_file_name",
+        ):
+            dataset_dict.pop(key, None)
+        image = image_to_tensor(aug_input.image)
+        label = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        if self.size_divisibility > 0:
+            h, w = label.shape
+            pad_h = (-h) % self.size_divisibility
+            pad_w = (-w) % self.size_divisibility
+            image = F.pad(image, [0, pad_w, 0, pad_h], value=128)
+            label = F.pad(label, [0, pad_w, 0, pad_h], value=self.ignore_label)
+        dataset_dict["image"] = image
+        dataset_dict["sem_seg"] = label
+        if self.is_train:
+            dataset_dict["instances"] = self._targets(label)
+        return dataset_dict
+
+    def _targets(self, label: torch.Tensor) -> Instances:
+        classes = torch.unique(label)
+        classes = classes[classes != self.ignore_label]
+        masks = label[None] == classes[:, None, None]
+        target = Instances(tuple(label.shape))
+        target.gt_classes = classes.to(torch.int64)
+        target.gt_masks = masks
+        target.gt_boxes = BitMasks(masks).get_bounding_boxes()
+        return target
