@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 _GOLDEN_RATIO_CONJUGATE = 0.618033988749895
@@ -41,7 +40,7 @@ def _meta(metadata: Any, key: str) -> Any:
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor (torch is not imported here: plotting needs none)
         return x.detach().to("cpu").numpy()
     return np.asarray(x)
 
@@ -50,7 +49,7 @@ def _as_rgb_array(image: Any) -> np.ndarray:
     """HWC uint8 RGB from an HWC/HW array, a PIL image or a CHW tensor (as the data mappers make)."""
     if isinstance(image, Image.Image):
         return np.array(image.convert("RGB"))
-    if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] in (1, 3):
+    if hasattr(image, "permute") and image.ndim == 3 and image.shape[0] in (1, 3):  # CHW tensor
         image = image.permute(1, 2, 0)
     array = _to_numpy(image)
     if array.ndim == 2:
@@ -210,8 +209,14 @@ class Visualizer:
                 self.draw_text(self._label_anchor(boxes, masks, i), text, color)
         return self
 
-    def draw_sem_seg(self, sem_seg: Any, *, min_label_area: float = 0.002) -> Visualizer:
-        """Draw a semantic map: labels [H, W] (``ignore_label``/255 skipped) or scores [C, H, W]."""
+    def draw_sem_seg(
+        self, sem_seg: Any, *, min_label_area: float = 0.002, unlabeled: Sequence[int] = ()
+    ) -> Visualizer:
+        """Draw a semantic map: labels [H, W] (``ignore_label``/255 skipped) or scores [C, H, W].
+
+        Regions covering at least ``min_label_area`` of the image get their class name, except
+        the classes in ``unlabeled`` (e.g. classes whose instances are labelled separately).
+        """
         labels = _to_numpy(sem_seg)
         if labels.ndim == 3:
             labels = labels.argmax(axis=0)
@@ -223,7 +228,7 @@ class Visualizer:
             mask = labels == class_id
             color = self.color(int(class_id), is_thing=False)
             self.draw_mask(mask, color)
-            if mask.mean() >= min_label_area:
+            if mask.mean() >= min_label_area and int(class_id) not in unlabeled:
                 self.draw_text(_region_anchor(mask), self.class_name(int(class_id), False), color)
         return self
 
@@ -265,11 +270,16 @@ class Visualizer:
         return self
 
     def draw_dataset_dict(self, record: dict[str, Any]) -> Visualizer:
-        """Draw the ground truth of a mapped training sample (``instances`` and/or ``sem_seg``)."""
+        """Draw the ground truth of a mapped training sample (``instances`` and/or ``sem_seg``);
+        thing classes present as instances are labelled once, by their instances."""
+        instances = record.get("instances")
         if "sem_seg" in record:
-            self.draw_sem_seg(record["sem_seg"])
-        if "instances" in record:
-            self.draw_instances(record["instances"])
+            labelled = set()
+            if instances is not None and instances.has("gt_classes"):
+                labelled = {int(c) for c in _to_numpy(instances.gt_classes)}
+            self.draw_sem_seg(record["sem_seg"], unlabeled=labelled)
+        if instances is not None:
+            self.draw_instances(instances)
         return self
 
     # ------------------------------------------------------------------ output

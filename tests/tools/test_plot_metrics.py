@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tool_helpers import REPO_ROOT, load_tool
 
 from detrex_ext.utils.visualizer import class_color
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "plot_metrics", REPO_ROOT / "tools" / "plot_metrics.py"
-)
-plot_metrics = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plot_metrics)
+plot_metrics = load_tool("plot_metrics")
 
 
 def _write_metrics(path: Path) -> None:

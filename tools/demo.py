@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Run a model on images and save pictures of its predictions.
+
+    python tools/demo.py --config-file maskdino_r50_coco_instance_seg_50ep \\
+        --input street.jpg more_images/ --output out/ --score-thresh 0.3
+    python tools/demo.py --config-file my_config.py --weights output/model_final.pth \\
+        --input a.jpg b.jpg --output out/ model.num_queries=100
+
+``--config-file``: a lazy config file, a released model name (then ``--weights`` defaults to its
+released checkpoint) or a packaged path such as ``maskdino/<name>.py``. ``--weights``: a path, an
+http(s) URL or a released model name. Trailing ``key=value`` arguments override config values.
+Each input image gives ``<output>/<image name>.png`` (``--output x.png`` with a single input writes
+that file); ``--save-json`` also writes the instances as ``<image name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from detrex_ext.engine.predictor import Predictor, load_image_rgb
+from detrex_ext.utils.visualizer import Visualizer
+
+logger = logging.getLogger("demo")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+_OVERRIDE = re.compile(r"^[~+]*[A-Za-z_][\w.\[\]-]*(=|$)")
+
+
+def split_inputs_and_overrides(items: list[str]) -> tuple[list[Path], list[str]]:
+    """``--input`` values that are not existing paths but look like ``key=value`` are overrides."""
+    inputs, overrides = [], []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.exists():
+            inputs.append(path)
+        elif ("=" in item and _OVERRIDE.match(item)) or item.startswith("~"):
+            overrides.append(item)
+        else:
+            raise FileNotFoundError(f"input {item!r} does not exist")
+    return inputs, overrides
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Image files from files and folders (folders: their images, sorted, not recursive)."""
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                logger.warning(
+                    "folder %s holds no images (%s)", path, ", ".join(sorted(IMAGE_SUFFIXES))
+                )
+            images.extend(found)
+        else:
+            images.append(path)
+    return images
+
+
+def instances_to_json(instances) -> list[dict]:
+    """Boxes (xyxy, pixels), scores and classes of predicted instances, for ``--save-json``."""
+    fields = instances.get_fields()
+    count = len(instances)
+    boxes = fields["pred_boxes"].tensor.tolist() if "pred_boxes" in fields else [None] * count
+    scores = fields["scores"].tolist() if "scores" in fields else [None] * count
+    classes = fields["pred_classes"].tolist() if "pred_classes" in fields else [None] * count
+    return [
+        {"box_xyxy": box, "score": score, "class_id": label}
+        for box, score, label in zip(boxes, scores, classes)
+    ]
+
+
+def output_path(output: Path, image: Path, single: bool) -> Path:
+    if single and output.suffix.lower() == ".png":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return output
+    output.mkdir(parents=True, exist_ok=True)
+    return output / f"{image.stem}.png"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        help="config file, released model name, or maskdino/<name>.py",
+    )
+    parser.add_argument("--weights", help="checkpoint path, http(s) URL or released model name")
+    parser.add_argument("--input", nargs="+", required=True, help="images and/or folders of images")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo_output"),
+        help="folder (or .png file for one input)",
+    )
+    parser.add_argument(
+        "--score-thresh", type=float, default=0.3, help="hide instances scoring below this"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="draw at most this many instances per image"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--amp", choices=["bf16", "fp16"], default=None, help="run the model under autocast"
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity")
+    parser.add_argument("--no-boxes", action="store_true", help="draw masks only")
+    parser.add_argument("--no-masks", action="store_true", help="draw boxes only")
+    parser.add_argument("--save-json", action="store_true", help="also write the instances as JSON")
+    parser.add_argument("opts", nargs="*", default=[], help="config overrides, key=value")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        inputs, overrides = split_inputs_and_overrides(args.input)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    images = expand_inputs(inputs)
+    if not images:
+        print("error: no input images found", file=sys.stderr)
+        return 1
+    predictor = Predictor.from_config(
+        args.config_file,
+        args.weights,
+        overrides=[*overrides, *args.opts],
+        device=args.device,
+        score_threshold=args.score_thresh,
+        top_k=args.top_k,
+        amp=args.amp,
+    )
+    for image_path in images:
+        image = load_image_rgb(image_path)
+        start = time.perf_counter()
+        outputs = predictor(image)
+        seconds = time.perf_counter() - start
+        visualizer = Visualizer(image, predictor.metadata, alpha=args.alpha)
+        instances = outputs["instances"].to("cpu") if "instances" in outputs else None
+        if "panoptic_seg" in outputs:  # the most complete picture when a model gives several
+            visualizer.draw_panoptic_seg(*outputs["panoptic_seg"])
+        elif instances is not None:
+            visualizer.draw_instances(
+                instances, show_masks=not args.no_masks, show_boxes=not args.no_boxes
+            )
+        elif "sem_seg" in outputs:
+            visualizer.draw_sem_seg(outputs["sem_seg"])
+        destination = output_path(args.output, image_path, single=len(images) == 1)
+        visualizer.save(str(destination))
+        if args.save_json and instances is not None:
+            destination.with_suffix(".json").write_text(json.dumps(instances_to_json(instances)))
+        found = f", {len(instances)} instances" if instances is not None else ""
+        logger.info("%s -> %s (%.2f s%s)", image_path, destination, seconds, found)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
