@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 from tool_helpers import TINY_CONFIG, load_tool
 
 from detrex_ext.config import LazyConfig, instantiate
 
 visualize_data = load_tool("visualize_data")
+# pycocotools' mask decoding warns once per polygon under numpy 2 (not ours to fix)
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
 
 def _first_training_samples(count: int) -> list[dict]:
