@@ -3,6 +3,8 @@
 from .backbone import Backbone
 from .resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet, build_resnet_backbone
 from .resnet_convert import convert_d2_resnet_to_torchvision, convert_torchvision_resnet_state_dict
+from .swin import SwinTransformer
+from .timm_backbone import TimmBackbone
 
 __all__ = [
     "Backbone",
@@ -10,6 +12,8 @@ __all__ = [
     "BasicStem",
     "BottleneckBlock",
     "ResNet",
+    "SwinTransformer",
+    "TimmBackbone",
     "build_resnet_backbone",
     "convert_d2_resnet_to_torchvision",
     "convert_torchvision_resnet_state_dict",
