@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from timm.layers import DropPath, trunc_normal_
 from torch import nn
+from torch.nn.init import trunc_normal_
+from torchvision.ops import StochasticDepth
 
 from .backbone import Backbone
 
@@ -143,7 +144,9 @@ class SwinTransformerBlock(nn.Module):
         self.attn = WindowAttention(
             dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop
         )
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path = (
+            StochasticDepth(drop_path, mode="row") if drop_path > 0.0 else nn.Identity()
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
