@@ -27,6 +27,7 @@ from tabulate import tabulate
 
 from detrex_ext.engine.predictor import (
     Predictor,
+    add_model_arguments,
     build_model,
     load_config,
     load_image_rgb,
@@ -136,14 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, released model name, or maskdino/<name>.py",
-    )
-    parser.add_argument(
-        "--weights", default=None, help="optional checkpoint (FLOPs do not depend on it)"
-    )
+    add_model_arguments(parser, weights="optional checkpoint (FLOPs do not depend on it)")
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -160,8 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", nargs="*", default=[], help="images to average FLOPs over (test-time resized)"
     )
     parser.add_argument("--depth", type=int, default=3, help="module depth of the tables")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("opts", nargs="*", default=[], help="config overrides, key=value")
     return parser
 
 
@@ -172,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.weights
     if weights is None and released_model_name(args.config_file):
         logger.info("analysing the architecture only: released weights are not downloaded")
-    model = build_model(cfg, weights, args.device)
+    model = build_model(cfg, weights, args.device or "cpu")
     if "parameter" in args.tasks:
         print(parameter_report(model, args.depth))
     if "flop" in args.tasks:
         images, sizes = analysis_inputs(args, cfg)
-        images = [image.to(args.device) for image in images]
+        images = [image.to(args.device or "cpu") for image in images]
         result = count_flops(model, images, sizes, args.depth)
         shapes = ", ".join(f"{tuple(i.shape[-2:])}" for i in images[:3])
         print(

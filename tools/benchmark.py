@@ -40,7 +40,13 @@ import torch
 from PIL import Image
 from tabulate import tabulate
 
-from detrex_ext.engine.predictor import Predictor, build_model, load_config, released_model_name
+from detrex_ext.engine.predictor import (
+    Predictor,
+    add_model_arguments,
+    build_model,
+    load_config,
+    released_model_name,
+)
 from detrex_ext.structures import Boxes, Instances
 
 logger = logging.getLogger("benchmark")
@@ -347,15 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, released model name, or maskdino/<name>.py",
+    add_model_arguments(
+        parser, weights="checkpoint (path, URL or model name); default: random init"
     )
-    parser.add_argument(
-        "--weights", default=None, help="checkpoint (path, URL or model name); default: random init"
-    )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--amp", choices=sorted(_AMP_DTYPES), default=None, help="autocast dtype")
     parser.add_argument("--height", type=int, default=800, help="inference image height")
     parser.add_argument("--width", type=int, default=1216, help="inference image width")
@@ -371,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark.json"), help="JSON results file"
     )
-    parser.add_argument("opts", nargs="*", default=[], help="config overrides, key=value")
     return parser
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from detrex_ext.engine.predictor import Predictor, load_image_rgb
+from detrex_ext.engine.predictor import Predictor, add_model_arguments, load_image_rgb
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("demo")
@@ -87,12 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, released model name, or maskdino/<name>.py",
-    )
-    parser.add_argument("--weights", help="checkpoint path, http(s) URL or released model name")
+    add_model_arguments(parser, weights="checkpoint path, http(s) URL or released model name")
     parser.add_argument("--input", nargs="+", required=True, help="images and/or folders of images")
     parser.add_argument(
         "--output",
@@ -107,16 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=None, help="draw at most this many instances per image"
     )
     parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
-    )
-    parser.add_argument(
         "--amp", choices=["bf16", "fp16"], default=None, help="run the model under autocast"
     )
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity")
     parser.add_argument("--no-boxes", action="store_true", help="draw masks only")
     parser.add_argument("--no-masks", action="store_true", help="draw boxes only")
     parser.add_argument("--save-json", action="store_true", help="also write the instances as JSON")
-    parser.add_argument("opts", nargs="*", default=[], help="config overrides, key=value")
     return parser
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from detrex_ext.engine.predictor import load_config
+from detrex_ext.engine.predictor import add_model_arguments, load_config
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("visualize_data")
@@ -75,15 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, released model name, or maskdino/<name>.py",
-    )
+    add_model_arguments(parser, device=False)
     parser.add_argument("--source", choices=["dataloader", "annotation"], default="dataloader")
     parser.add_argument("--output", type=Path, required=True, help="folder for the PNG files")
     parser.add_argument("--num-images", type=int, default=8)
-    parser.add_argument("opts", nargs="*", default=[], help="config overrides, key=value")
     return parser
 
 

@@ -41,7 +41,7 @@ def test_network_time_is_separated_from_post_processing():
         result[k]["median_ms"] for k in ("model_forward", "post_processing", "model_call")
     )
     assert forward >= 20 and post >= 10
-    assert call >= forward + post - 1e-6
+    assert call >= 30  # each run: call = forward + post (medians do not add up exactly)
     assert result["end_to_end"]["median_ms"] >= 30
     assert result["model_call"]["runs"] == 3
 
