@@ -329,3 +329,24 @@ def test_backend_errors(monkeypatch, restore_backend):
     set_msda_backend("triton")
     with pytest.raises(RuntimeError, match="not available"):
         multi_scale_deformable_attn(value, SHAPES, None, locations, weights)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_auto_backend_matches_pytorch_path(dtype, restore_backend):
+    value, locations, weights = _inputs(
+        batch=2, queries=64, heads=4, head_dim=32, points=4, dtype=torch.float32
+    )
+    value = value.to("cuda", dtype)
+    locations, weights = locations.cuda(), weights.cuda()
+    grad = torch.randn(2, 64, 128, device="cuda", dtype=dtype)
+    results = {}
+    for backend in ("pytorch", "auto"):
+        set_msda_backend(backend)
+        leaves = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
+        out = multi_scale_deformable_attn(leaves[0], SHAPES, None, leaves[1], leaves[2])
+        out.backward(grad)
+        results[backend] = [out.float()] + [leaf.grad.float() for leaf in leaves]
+    tol = 1e-3 if dtype == torch.float32 else 3e-2
+    for ref, got in zip(results["pytorch"], results["auto"]):
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
