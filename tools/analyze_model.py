@@ -26,13 +26,12 @@ import torch
 from tabulate import tabulate
 
 from detrex_ext.engine.predictor import (
-    Predictor,
     add_model_arguments,
     build_model,
+    inference_augmentations,
     load_config,
-    load_image_rgb,
+    model_input,
     released_model_name,
-    test_augmentations,
 )
 
 logger = logging.getLogger("analyze_model")
@@ -114,13 +113,9 @@ def analysis_inputs(
     if not args.input:
         image = torch.zeros(3, args.height, args.width, dtype=torch.uint8)
         return [image], [(args.height, args.width)]
-    predictor = Predictor(torch.nn.Identity(), augmentations=test_augmentations(cfg))
-    images, sizes = [], []
-    for path in args.input:
-        rgb = load_image_rgb(path)
-        images.append(predictor.preprocess(rgb)["image"])
-        sizes.append(rgb.shape[:2])
-    return images, sizes
+    augmentations = inference_augmentations(cfg)
+    inputs = [model_input(path, augmentations) for path in args.input]
+    return [x["image"] for x in inputs], [(x["height"], x["width"]) for x in inputs]
 
 
 def parameter_report(model: torch.nn.Module, depth: int) -> str:

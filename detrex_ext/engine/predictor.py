@@ -108,7 +108,7 @@ def build_model(
     return model.eval()
 
 
-def test_augmentations(cfg: Any) -> list[Any]:
+def inference_augmentations(cfg: Any) -> list[Any]:
     """The instantiated test-time augmentations of a config (empty when it has none)."""
     from detrex_ext.config import instantiate, try_get_key
 
@@ -168,6 +168,21 @@ def load_image_rgb(image: ImageInput) -> np.ndarray:
         f"unsupported image input {type(image).__name__}: pass a file path, an HWC uint8 RGB numpy "
         "array or a PIL image"
     )
+
+
+def model_input(
+    image: ImageInput, augmentations: Sequence[Any] = (), input_format: str = "RGB"
+) -> dict[str, Any]:
+    """``{"image": CHW uint8 tensor after the augmentations, in input_format, "height", "width"}``,
+    where height/width are the original size (the size the model's outputs are resized to)."""
+    rgb = load_image_rgb(image)
+    height, width = rgb.shape[:2]
+    for augmentation in augmentations:
+        rgb = augmentation.get_transform(rgb).apply_image(rgb)
+    if input_format == "BGR":
+        rgb = rgb[:, :, ::-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return {"image": tensor, "height": height, "width": width}
 
 
 def filter_instances(instances: Any, score_threshold: float | None, top_k: int | None) -> Any:
@@ -247,7 +262,7 @@ class Predictor:
         model = build_model(cfg, weights, device)
         from detrex_ext.config import try_get_key
 
-        kwargs.setdefault("augmentations", test_augmentations(cfg))
+        kwargs.setdefault("augmentations", inference_augmentations(cfg))
         kwargs.setdefault(
             "input_format", try_get_key(cfg, "dataloader.test.mapper.image_format", default="RGB")
         )
@@ -261,15 +276,8 @@ class Predictor:
         return torch.device("cpu")
 
     def preprocess(self, image: ImageInput) -> dict[str, Any]:
-        """The model input dict of one image: resized CHW uint8 ``image``, original ``height``/``width``."""
-        rgb = load_image_rgb(image)
-        height, width = rgb.shape[:2]
-        for augmentation in self.augmentations:
-            rgb = augmentation.get_transform(rgb).apply_image(rgb)
-        if self.input_format == "BGR":
-            rgb = rgb[:, :, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        return {"image": tensor, "height": height, "width": width}
+        """The model input dict of one image (see :func:`model_input`)."""
+        return model_input(image, self.augmentations, self.input_format)
 
     def postprocess(
         self, output: dict[str, Any], score_threshold: float | None, top_k: int | None

@@ -54,3 +54,22 @@ def test_flatten_tensors_orders_dict_keys(value):
         assert [t.shape[0] for t in flat] == [3, 1]  # "a" before "b"
     else:
         assert len(flat) == 1 and flat[0] is value
+
+
+def test_cli_input_images_are_resized_as_for_testing(tmp_path, capsys):
+    from PIL import Image
+    from tool_helpers import half_bright_image
+
+    Image.fromarray(half_bright_image(48, 96)).save(tmp_path / "a.png")
+    argv = [
+        "--config-file",
+        str(TINY_CONFIG),
+        "--tasks",
+        "flop",
+        "--input",
+        str(tmp_path / "a.png"),
+    ]
+    assert analyze_model.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "model input (32, 64)" in printed  # ResizeShortestEdge(32, max 64) of 48 x 96
+    assert "| pixel_scorer |             4 | 6.144K   |" in printed
