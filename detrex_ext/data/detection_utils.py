@@ -35,6 +35,8 @@ __all__ = [
     "load_image",
     "load_pan_seg",
     "load_sem_seg",
+    "mask_bounding_boxes",
+    "polygons_to_dense_masks",
     "read_image",
     "rgb2id",
     "transform_instance_annotations",
@@ -251,6 +253,22 @@ def filter_empty_instances(
         keep &= masks.nonempty() if hasattr(masks, "nonempty") else masks.flatten(1).any(dim=1)
     filtered = instances[keep]
     return (filtered, keep) if return_mask else filtered
+
+
+def mask_bounding_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes ``[N, 4]`` (x0, y0, x1 + 1, y1 + 1) of bool masks ``[N, H, W]``, as
+    ``BitMasks.get_bounding_boxes`` (empty masks give zeros), computed with numpy."""
+    boxes = np.zeros((len(masks), 4), dtype=np.float32)
+    if len(masks) == 0:
+        return boxes
+    cols, rows = masks.any(axis=1), masks.any(axis=2)
+    nonempty = cols.any(axis=1)
+    boxes[:, 0] = cols.argmax(axis=1)
+    boxes[:, 1] = rows.argmax(axis=1)
+    boxes[:, 2] = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    boxes[:, 3] = rows.shape[1] - rows[:, ::-1].argmax(axis=1)
+    boxes[~nonempty] = 0
+    return boxes
 
 
 def polygons_to_dense_masks(

@@ -85,8 +85,9 @@ class ShapeScene:
         canvas = np.broadcast_to(canvas, (self.height, self.width, 3)).copy()
         for (_, _, color), mask in zip(self.objects, masks):
             canvas[mask] = color
-        noise = np.random.default_rng(self.noise_seed).uniform(-self.noise, self.noise, canvas.shape)
-        return np.clip(canvas + noise, 0, 255).astype(np.uint8)
+        noise = np.random.default_rng(self.noise_seed).random(canvas.shape, dtype=np.float32)
+        canvas += (2 * noise - 1) * self.noise
+        return np.clip(canvas, 0, 255).astype(np.uint8)
 
     def sem_seg(self) -> np.ndarray:
         """``[H, W]`` uint8 contiguous class ids (0..4; no ignored pixels)."""

@@ -13,13 +13,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from detrex_ext.structures import BitMasks, Instances, PolygonMasks
+from detrex_ext.structures import Boxes, Instances, PolygonMasks
 
 from .. import transforms as T
 from ..detection_utils import (
     annotations_to_instances,
     filter_empty_instances,
     load_pan_seg,
+    mask_bounding_boxes,
     polygons_to_dense_masks,
     transform_instance_annotations,
 )
@@ -156,19 +157,16 @@ class COCOPanopticLSJDatasetMapper(_LSJMapperBase):
                 f"{dataset_dict.get('file_name')!r} has no panoptic label (pan_seg_file_name); "
                 "use a panoptic dataset such as coco_2017_train_panoptic"
             )
-        pan_seg = transforms.apply_segmentation(pan_seg)
+        # int32 ids take PIL's exact nearest-neighbour path (COCO ids are < 256^3)
+        pan_seg = transforms.apply_segmentation(pan_seg.astype(np.int32))
         pan_seg[dataset_dict["padding_mask"].numpy()] = 0
         segments = [s for s in segments_info if not s.get("iscrowd", 0)]
-        h, w = image_shape
-        if segments:
-            ids = np.asarray([s["id"] for s in segments])
-            masks = torch.from_numpy(pan_seg[None] == ids[:, None, None])
-        else:
-            masks = torch.zeros(0, h, w, dtype=torch.bool)
+        ids = np.asarray([s["id"] for s in segments], dtype=np.int32)
+        masks = pan_seg[None] == ids[:, None, None]
         target = Instances(image_shape)
         target.gt_classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
-        target.gt_masks = masks
-        target.gt_boxes = BitMasks(masks).get_bounding_boxes()
+        target.gt_masks = torch.from_numpy(masks)
+        target.gt_boxes = Boxes(torch.from_numpy(mask_bounding_boxes(masks)))
         dataset_dict["instances"] = target
         return dataset_dict
 

@@ -7,12 +7,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from detrex_ext.structures import BitMasks, Instances
+from detrex_ext.structures import Boxes, Instances
 
 from .. import transforms as T
-from ..detection_utils import load_sem_seg
+from ..detection_utils import load_sem_seg, mask_bounding_boxes
 from .common import image_to_tensor, read_and_augment, resolve_flip
 
 __all__ = ["MaskFormerSemanticDatasetMapper", "build_semantic_augmentation"]
@@ -117,26 +116,25 @@ class MaskFormerSemanticDatasetMapper:
             "pan_seg_file_name",
         ):
             dataset_dict.pop(key, None)
-        image = image_to_tensor(aug_input.image)
-        label = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        image = aug_input.image
+        label = aug_input.sem_seg.astype(np.int64)
         if self.size_divisibility > 0:
             h, w = label.shape
-            pad_h = (-h) % self.size_divisibility
-            pad_w = (-w) % self.size_divisibility
-            image = F.pad(image, [0, pad_w, 0, pad_h], value=128)
-            label = F.pad(label, [0, pad_w, 0, pad_h], value=self.ignore_label)
-        dataset_dict["image"] = image
-        dataset_dict["sem_seg"] = label
+            pad = ((0, (-h) % self.size_divisibility), (0, (-w) % self.size_divisibility))
+            image = np.pad(image, pad + ((0, 0),) * (image.ndim - 2), constant_values=128)
+            label = np.pad(label, pad, constant_values=self.ignore_label)
+        dataset_dict["image"] = image_to_tensor(image)
+        dataset_dict["sem_seg"] = torch.from_numpy(label)
         if self.is_train:
             dataset_dict["instances"] = self._targets(label)
         return dataset_dict
 
-    def _targets(self, label: torch.Tensor) -> Instances:
-        classes = torch.unique(label)
+    def _targets(self, label: np.ndarray) -> Instances:
+        classes = np.unique(label)
         classes = classes[classes != self.ignore_label]
         masks = label[None] == classes[:, None, None]
-        target = Instances(tuple(label.shape))
-        target.gt_classes = classes.to(torch.int64)
-        target.gt_masks = masks
-        target.gt_boxes = BitMasks(masks).get_bounding_boxes()
+        target = Instances(label.shape)
+        target.gt_classes = torch.from_numpy(classes.astype(np.int64))
+        target.gt_masks = torch.from_numpy(masks)
+        target.gt_boxes = Boxes(torch.from_numpy(mask_bounding_boxes(masks)))
         return target
