@@ -121,6 +121,7 @@ def default_writers(cfg: DictConfig) -> list[EventWriter]:
     not installed) and wandb (``train.wandb.enabled``). For the main process only."""
     output_dir = cfg.train.output_dir
     max_iter = cfg.train.max_iter
+    PathManager.mkdirs(output_dir)
     writers: list[EventWriter] = [
         CommonMetricPrinter(max_iter),
         JSONWriter(os.path.join(output_dir, "metrics.json")),

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from detrex_ext.config import try_get_key
 
+from .ddp import unwrap_model as _unwrap
 from .train_loop import HookBase
 
 __all__ = [
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 
 def _named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

@@ -15,6 +15,7 @@ Same flow as detrex's ``train_net.py`` (config schema in the project notes), wit
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from typing import Any
 
@@ -26,10 +27,12 @@ from detrex_ext.checkpoint import DetectionCheckpointer
 from detrex_ext.config import LazyConfig, instantiate, try_get_key
 from detrex_ext.evaluation import inference_on_dataset, print_csv_format
 from detrex_ext.utils import comm
+from detrex_ext.utils.env import derive_seed
 
 from . import ema, hooks
 from .ddp import create_ddp_model, unwrap_model
 from .defaults import apply_fast_dev_run, default_setup, default_writers, resolve_device
+from .resumable_loader import build_train_loader
 from .train_loop import Trainer
 
 __all__ = ["main", "do_train", "do_test", "do_eval_only", "build_optimizer"]
@@ -67,14 +70,18 @@ def do_test(cfg: DictConfig, model: nn.Module, eval_only: bool = False) -> dict[
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """``instantiate(cfg.optimizer)`` after ``cfg.optimizer.params.model = model``."""
+    """``instantiate(cfg.optimizer)`` with ``optimizer.params.model = model``.
+
+    The model is set on a copy, so ``cfg`` stays plain data (wandb logs it, it can be saved).
+    """
     if OmegaConf.select(cfg, "optimizer.params._target_") is None:
         raise ValueError(
             "cfg.optimizer.params must be a LazyCall that builds parameter groups from the model, "
             "e.g. L(get_default_optimizer_params)() (see configs/common/optim.py)"
         )
-    cfg.optimizer.params.model = model
-    return instantiate(cfg.optimizer)
+    optimizer_cfg = copy.deepcopy(cfg.optimizer)
+    optimizer_cfg.params.model = model
+    return instantiate(optimizer_cfg)
 
 
 def _maybe_compile(cfg: DictConfig, model: nn.Module) -> None:
@@ -84,22 +91,28 @@ def _maybe_compile(cfg: DictConfig, model: nn.Module) -> None:
         model.compile(mode=mode)  # in place: state_dict keys stay the same
 
 
-def do_train(args: argparse.Namespace, cfg: DictConfig) -> None:
+def do_train(args: argparse.Namespace, cfg: DictConfig) -> Trainer:
     """Build model, optimizer, loader, trainer, checkpointer and hooks; resume or load weights;
-    train to ``train.max_iter``."""
+    train to ``train.max_iter``.
+
+    Returns:
+        The trainer after training (its hooks, storage and final iteration).
+    """
     device = resolve_device(cfg)
     model = instantiate(cfg.model)
     logger.info(f"Model:\n{model}")
     model.to(device)
     optimizer = build_optimizer(cfg, model)
-    train_loader = instantiate(cfg.dataloader.train)
+    seed = try_get_key(cfg, "train.seed", default=-1)
+    iteration_seed = seed if seed is not None and seed >= 0 else comm.shared_random_seed()
+    # data seed for loaders whose config leaves it None (kept in checkpoints, see
+    # resumable_loader); train.seed itself stays the seed of the model-side randomness
+    train_loader = build_train_loader(cfg.dataloader.train, seed=derive_seed(iteration_seed, 1))
     _maybe_compile(cfg, model)
     ddp_kwargs = OmegaConf.to_container(cfg.train.ddp, resolve=True) if "ddp" in cfg.train else {}
     model = create_ddp_model(model, **ddp_kwargs)
     ema.may_build_model_ema(cfg, model)
 
-    seed = try_get_key(cfg, "train.seed", default=-1)
-    iteration_seed = seed if seed is not None and seed >= 0 else comm.shared_random_seed()
     clip = try_get_key(cfg, "train.clip_grad.enabled", default=False)
     trainer = Trainer(
         model,
@@ -146,6 +159,7 @@ def do_train(args: argparse.Namespace, cfg: DictConfig) -> None:
     if resumed:
         logger.info(f"Resumed from iteration {trainer.iter}; continuing at {start_iter}.")
     trainer.train(start_iter, cfg.train.max_iter)
+    return trainer
 
 
 def do_eval_only(cfg: DictConfig) -> dict[str, Any]:

@@ -10,7 +10,13 @@ torch from ``(iteration_seed, rank, iteration)``, so the random numbers drawn in
 (dropout, denoising noise, point sampling, main-process augmentation) do not depend on what ran
 before, and a resumed run draws the same ones as an uninterrupted run. The data order is restored
 when the train loader implements ``state_dict()``/``load_state_dict()``; the trainer saves it in
-its checkpoint state (``"data_loader"``).
+its checkpoint state (``"data_loader"``). ``train_net`` wraps loaders built by
+``build_detection_train_loader`` (which takes ``start_iter``) in ``ResumableLoader`` to get that,
+see ``detrex_ext.engine.resumable_loader``. The recent loss history is checkpointed too, so the
+smoothed values in ``metrics.json`` continue as in an uninterrupted run.
+
+Resume is bit-exact on CPU. On CUDA, kernels with non-deterministic reductions (atomics in
+``grid_sample``/``index_add`` backward) make two runs differ slightly whether or not they resume.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class TrainerBase:
         self.max_iter = 0
         self.storage: EventStorage
         self.iteration_seed = iteration_seed
+        self._resumed_history: dict | None = None
 
     def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
         """Append hooks (``None`` entries are skipped); they run in the given order."""
@@ -112,6 +119,9 @@ class TrainerBase:
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
         with EventStorage(start_iter) as self.storage:
+            if self._resumed_history:
+                self.storage.load_history_state(self._resumed_history)
+                self._resumed_history = None
             try:
                 self.before_train()
                 for self.iter in range(start_iter, max_iter):
@@ -177,12 +187,16 @@ class TrainerBase:
                 hook_states[name] = hook_state
         if hook_states:
             state["hooks"] = hook_states
+        if getattr(self, "storage", None) is not None:
+            # recent loss values, so that smoothed logs continue seamlessly after a resume
+            state["storage_history"] = self.storage.history_state()
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.iter = int(state_dict["iteration"])
         if "iteration_seed" in state_dict:
             self.iteration_seed = int(state_dict["iteration_seed"])
+        self._resumed_history = state_dict.get("storage_history")
         for name, value in state_dict.get("hooks", {}).items():
             for hook in self._hooks:
                 if type(hook).__qualname__ == name:

@@ -8,7 +8,7 @@ random stream of an uninterrupted one without saving generator states.
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import os
 import platform
 import random
@@ -54,12 +54,12 @@ def derive_seed(*coordinates: int) -> int:
     return (int(words[0]) << 31 | int(words[1]) >> 1) % 2**63
 
 
-def _version_of(module_name: str) -> str:
+def _version_of(distribution: str) -> str:
+    # package metadata, not an import: importing timm or triton just to print a version is slow
     try:
-        module = importlib.import_module(module_name)
-    except Exception:  # an optional package that is absent or broken is reported, not raised
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
-    return str(getattr(module, "__version__", "unknown"))
 
 
 def collect_env_info() -> str:
@@ -74,7 +74,15 @@ def collect_env_info() -> str:
         ("numpy", np.__version__),
         ("PyTorch", f"{torch.__version__} @ {os.path.dirname(torch.__file__)}"),
     ]
-    for name in ("torchvision", "timm", "fvcore", "iopath", "omegaconf", "hydra", "pycocotools"):
+    for name in (
+        "torchvision",
+        "timm",
+        "fvcore",
+        "iopath",
+        "omegaconf",
+        "hydra-core",
+        "pycocotools",
+    ):
         rows.append((name, _version_of(name)))
     rows.append(("CPU threads (torch)", str(torch.get_num_threads())))
     rows.append(("os.cpu_count()", str(os.cpu_count())))

@@ -116,6 +116,28 @@ class EventStorage:
     def smoothing_hints(self) -> dict[str, bool]:
         return dict(self._smoothing_hints)
 
+    def history_state(self, max_length: int = 100) -> dict[str, list[list[float]]]:
+        """The last ``max_length`` ``[value, iteration]`` pairs of every smoothed scalar, for a
+        checkpoint: restored with ``load_history_state``, windowed medians after a resume equal
+        those of an uninterrupted run."""
+        return {
+            name: [[float(v), float(i)] for v, i in self._history[name].values()[-max_length:]]
+            for name, smoothed in self._smoothing_hints.items()
+            if smoothed
+        }
+
+    def load_history_state(self, state: dict[str, list[list[float]]]) -> None:
+        """Prepend saved histories (``history_state``); they do not count as new values for the
+        writers."""
+        for name, values in state.items():
+            buffer = HistoryBuffer()
+            for value, itr in values:
+                buffer.update(value, itr)
+            for value, itr in self._history[name].values() if name in self._history else []:
+                buffer.update(value, itr)
+            self._history[name] = buffer
+            self._smoothing_hints.setdefault(name, True)
+
     @property
     def iter(self) -> int:
         """The iteration new scalars are recorded at (the trainer sets it every step)."""

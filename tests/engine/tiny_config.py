@@ -7,11 +7,14 @@ import os
 import sys
 
 import torch
-from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from detrex_ext.config import LazyCall as L
 from detrex_ext.config import get_config
-from detrex_ext.solver import WarmupParamScheduler, get_default_optimizer_params
+from detrex_ext.solver import (
+    IterationMultiStepParamScheduler,
+    WarmupParamScheduler,
+    get_default_optimizer_params,
+)
 
 # The tiny model and data live next to this file; instantiate() imports them by module name, so
 # this folder must be importable (also in the processes launch() spawns, which reload the config).
@@ -44,7 +47,9 @@ optimizer = L(torch.optim.AdamW)(
 )
 
 lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[15], num_updates=20),
+    scheduler=L(IterationMultiStepParamScheduler)(
+        values=[1.0, 0.1], milestones=[15], num_updates="${train.max_iter}"
+    ),
     warmup_length=0.1,
     warmup_factor=0.1,
 )
