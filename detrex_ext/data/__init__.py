@@ -7,7 +7,7 @@ from .build import (
     get_detection_dataset_dicts,
     trivial_batch_collator,
 )
-from .catalog import DatasetCatalog, Metadata, MetadataCatalog
+from .catalog import DatasetCatalog, Metadata, MetadataCatalog, catalog_snapshot
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset
 from .dataset_mapper import DatasetMapper, build_test_augmentation
 from .datasets import (
@@ -53,6 +53,7 @@ __all__ = [
     "build_lsj_augmentation",
     "build_semantic_augmentation",
     "build_test_augmentation",
+    "catalog_snapshot",
     "get_detection_dataset_dicts",
     "load_image",
     "load_pan_seg",

@@ -31,12 +31,31 @@ def _ensure_builtin(name: str) -> None:
         register_builtin_dataset(name)
 
 
-class _DatasetCatalog(UserDict):
+class _Catalog(UserDict):
+    """A global ``name -> entry`` table."""
+
+    _what = "entries"
+
+    def list(self) -> list[str]:
+        return list(self.data.keys())
+
+    def remove(self, name: str) -> None:
+        self.data.pop(name)
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__.lstrip('_')}(registered {self._what}: {', '.join(self.data)})"
+
+    __repr__ = __str__
+
+
+class _DatasetCatalog(_Catalog):
     """Global ``name -> function()`` table; ``get(name)`` calls the function.
 
     The function returns ``list[dict]`` in detectron2's dataset-dict format and may be called
     several times (it should be cheap or cache itself).
     """
+
+    _what = "datasets"
 
     def register(self, name: str, func: Callable[[], list[dict]]) -> None:
         """Register ``func`` under ``name``; re-registering a name replaces it with a warning.
@@ -58,17 +77,6 @@ class _DatasetCatalog(UserDict):
         except KeyError:
             raise KeyError(_unknown_name_message(name, list(self.data))) from None
         return func()
-
-    def list(self) -> list[str]:
-        return list(self.data.keys())
-
-    def remove(self, name: str) -> None:
-        self.data.pop(name)
-
-    def __str__(self) -> str:
-        return f"DatasetCatalog(registered datasets: {', '.join(self.data)})"
-
-    __repr__ = __str__
 
 
 class Metadata(types.SimpleNamespace):
@@ -141,8 +149,10 @@ class Metadata(types.SimpleNamespace):
             return default
 
 
-class _MetadataCatalog(UserDict):
+class _MetadataCatalog(_Catalog):
     """Global ``name -> Metadata`` table; ``get`` creates an empty Metadata for a new name."""
+
+    _what = "metadata"
 
     def get(self, name: str) -> Metadata:  # type: ignore[override]
         if not name:
@@ -153,20 +163,23 @@ class _MetadataCatalog(UserDict):
             meta = self.data[name] = Metadata(name=name)
         return meta
 
-    def list(self) -> list[str]:
-        return list(self.data.keys())
-
-    def remove(self, name: str) -> None:
-        self.data.pop(name)
-
-    def __str__(self) -> str:
-        return f"MetadataCatalog(registered metadata: {', '.join(self.data)})"
-
-    __repr__ = __str__
-
 
 DatasetCatalog = _DatasetCatalog()
 MetadataCatalog = _MetadataCatalog()
+
+
+@contextlib.contextmanager
+def catalog_snapshot() -> Iterator[None]:
+    """Restore both catalogs to their current content when the block exits (tests, notebooks:
+    registrations made inside do not leak)."""
+    datasets, metadata = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
+    try:
+        yield
+    finally:
+        DatasetCatalog.data.clear()
+        DatasetCatalog.data.update(datasets)
+        MetadataCatalog.data.clear()
+        MetadataCatalog.data.update(metadata)
 
 
 _registering_builtin = False

@@ -10,6 +10,7 @@ import pytest
 from detrex_ext.data import (
     DatasetCatalog,
     MetadataCatalog,
+    catalog_snapshot,
     get_detection_dataset_dicts,
     register_ade20k_semantic,
     register_builtin_datasets,
@@ -183,6 +184,19 @@ def test_ade20k_sample_counts(ade20k_sample_root):
         "ADE_val_00000003",
     ]
     assert len(MetadataCatalog.get("ade_sample").stuff_classes) == 150
+
+
+def test_catalog_snapshot_undoes_registrations():
+    with catalog_snapshot():
+        register_synthetic_shapes("temporary_syn", num_images=1)
+        assert (
+            "temporary_syn" in DatasetCatalog.list() and "temporary_syn" in MetadataCatalog.list()
+        )
+    assert (
+        "temporary_syn" not in DatasetCatalog.list()
+        and "temporary_syn" not in MetadataCatalog.list()
+    )
+    assert "DatasetCatalog(registered datasets:" in str(DatasetCatalog)
 
 
 def test_register_builtin_datasets_returns_all_names(tmp_path):
