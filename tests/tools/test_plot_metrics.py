@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tool_helpers import REPO_ROOT, load_tool
+from tool_helpers import REPO_ROOT, TINY_CONFIG, load_tool
 
 from detrex_ext.utils.visualizer import class_color
 
@@ -95,3 +95,37 @@ def test_cli_writes_charts_whose_lines_follow_the_data(tmp_path):
 def test_cli_reports_a_missing_file(tmp_path, capsys):
     assert plot_metrics.main([str(tmp_path)]) == 1
     assert "metrics.json does not exist" in capsys.readouterr().err
+
+
+def test_plots_the_metrics_json_of_a_real_training_run(tmp_path):
+    """tools/train_net.py trains the tiny config for 8 iterations (evaluating at 4 and 8)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "train_net.py"),
+            "--config-file",
+            str(TINY_CONFIG),
+            f"train.output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    series = plot_metrics.read_metrics(tmp_path / "metrics.json")
+    groups = plot_metrics.group_series(series)
+    assert groups["losses"] == ["total_loss", "loss_mask"] and groups["lr"] == ["lr"]
+    assert {"bbox/AP", "segm/AP", "sem_seg/mIoU"} <= set(groups["metrics"])
+    assert not any("-" in key for key in groups["metrics"])  # no per-class entries
+    assert len(series["bbox/AP"]) == 2  # evaluated twice
+    assert len(series["total_loss"]) == 8
+
+    assert plot_metrics.main([str(tmp_path)]) == 0
+    for name in ("losses", "lr", "metrics", "time"):
+        image = Image.open(tmp_path / "plots" / f"{name}.png")
+        assert image.size == (960, 540)
+    lr = np.asarray(Image.open(tmp_path / "plots" / "lr.png").convert("RGB"))
+    ys, xs = np.nonzero((lr == class_color(0)).all(axis=-1))
+    curve = xs > 200  # right of the legend
+    # warm-up, constant, then a 10x step down at iteration 6: the last point is the lowest
+    assert ys[curve][np.argmax(xs[curve])] > ys[curve].min()

@@ -29,7 +29,7 @@ def test_resizes_loads_weights_and_returns_original_resolution(tiny_weights):
         instances.pred_boxes.tensor[0, 0] == 0
         and abs(instances.pred_boxes.tensor[0, 2] - W / 2) <= 2
     )
-    assert output["sem_seg"].shape == (3, H, W)
+    assert output["sem_seg"].shape == (5, H, W)
 
 
 def test_score_threshold_and_top_k(tiny_weights):
