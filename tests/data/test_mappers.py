@@ -88,7 +88,7 @@ def test_panoptic_lsj_targets_match_pixels(synthetic_records):
     assert checked > 8
 
 
-def test_semantic_mapper_on_synthetic_and_ade(synthetic_records, ade20k_sample_root):
+def test_semantic_mapper_on_synthetic_data(synthetic_records):
     np.random.seed(2)
     mapper = MaskFormerSemanticDatasetMapper(
         min_size_train=(96, 128), crop_size=64, size_divisibility=64
@@ -103,7 +103,11 @@ def test_semantic_mapper_on_synthetic_and_ade(synthetic_records, ade20k_sample_r
     present = sorted(set(torch.unique(label).tolist()) - {255})
     assert inst.gt_classes.tolist() == present
     assert all(torch.equal(m, label == c) for m, c in zip(inst.gt_masks, present))
+    assert torch.equal(inst.gt_boxes.tensor, BitMasks(inst.gt_masks).get_bounding_boxes().tensor)
 
+
+def test_semantic_mapper_on_ade20k(ade20k_sample_root):
+    np.random.seed(2)
     base = ade20k_sample_root / "ADEChallengeData2016"
     register_ade20k_semantic(
         "ade_map", base / "images" / "validation", base / "annotations_detectron2" / "validation"

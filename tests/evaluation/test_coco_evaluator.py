@@ -20,7 +20,7 @@ from detrex_ext.data import (
 from detrex_ext.data.catalog import register_dataset
 from detrex_ext.data.datasets import convert_to_coco_dict
 from detrex_ext.evaluation import COCOEvaluator, instances_to_coco_json
-from detrex_ext.structures import Boxes, BoxMode, Instances
+from detrex_ext.structures import BitMasks, Boxes, BoxMode, Instances
 
 
 def _evaluate(name, predictions, **kwargs):
@@ -148,3 +148,33 @@ def test_no_instances_gives_nan_and_empty_inputs_give_empty_results():
     results = _evaluate("hand_boxes_nan", [(1, _prediction(torch.zeros(0, 4).tolist(), []))])
     assert all(np.isnan(v) for k, v in results["bbox"].items())
     assert _evaluate("hand_boxes_nan", []) == {}
+
+
+def test_panoptic_dataset_without_instance_json_uses_its_thing_segments(oracle):
+    register_synthetic_shapes("coco_eval_pan_src", num_images=4, image_size=80, seed=2)
+    records = [
+        {k: v for k, v in r.items() if k != "annotations"}
+        for r in DatasetCatalog.get("coco_eval_pan_src")
+    ]
+    metadata = MetadataCatalog.get("coco_eval_pan_src").as_dict()
+    metadata.pop("name")
+    register_dataset("coco_eval_pan", lambda: records, metadata)
+    coco = convert_to_coco_dict(records, MetadataCatalog.get("coco_eval_pan"))
+    assert len(coco["annotations"]) == sum(
+        s["isthing"] for r in records for s in r["segments_info"]
+    )
+
+    predictions = []
+    for record in records:
+        ids, segments = oracle.panoptic(record)
+        things = [s for s in segments if s["isthing"]]
+        inst = Instances(tuple(ids.shape))
+        inst.pred_masks = torch.stack([ids == s["id"] for s in things])
+        inst.pred_boxes = BitMasks(inst.pred_masks).get_bounding_boxes()
+        inst.scores = torch.ones(len(things))
+        inst.pred_classes = torch.tensor([s["category_id"] for s in things])
+        predictions.append((record["image_id"], inst))
+    results = _evaluate("coco_eval_pan", predictions)
+    assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(
+        100.0
+    )

@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 from detrex_ext.structures import BoxMode
 
 from ..catalog import MetadataCatalog, register_dataset
+from ..detection_utils import load_pan_seg
 from .builtin_meta import contiguous_id_map, palette
 
 logger = logging.getLogger(__name__)
@@ -173,8 +174,10 @@ def _is_builtin(name: str) -> bool:
 def convert_to_coco_dict(dataset_dicts: list[dict], metadata: Any) -> dict[str, Any]:
     """Turn dataset dicts (contiguous category ids) back into a COCO json dict.
 
-    Used to evaluate datasets that have no json file (e.g. generated data). Areas are pixel
-    counts of the rasterised masks (box areas without masks); annotation ids start at 1.
+    Used to evaluate datasets that have no json file (e.g. generated data). Records of a
+    panoptic dataset without instance annotations contribute their thing segments (masks read
+    from the panoptic labels). Areas are pixel counts of the rasterised masks (box areas without
+    masks); annotation ids start at 1.
     """
     thing_classes = metadata.get("thing_classes") or []
     id_map = metadata.get("thing_dataset_id_to_contiguous_id")
@@ -182,11 +185,14 @@ def convert_to_coco_dict(dataset_dicts: list[dict], metadata: Any) -> dict[str, 
     categories = [{"id": reverse[i], "name": name} for i, name in enumerate(thing_classes)]
     images, annotations = [], []
     for record in dataset_dicts:
+        record_annotations = record.get("annotations")
+        if record_annotations is None and "segments_info" in record:
+            record_annotations = _panoptic_thing_annotations(record)
         h, w = record["height"], record["width"]
         images.append(
             {"id": record["image_id"], "width": w, "height": h, "file_name": record.get("file_name", "")}
         )
-        for ann in record.get("annotations", []):
+        for ann in record_annotations or []:
             box = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYWH_ABS)
             coco_ann = {
                 "id": len(annotations) + 1,
@@ -212,6 +218,33 @@ def convert_to_coco_dict(dataset_dicts: list[dict], metadata: Any) -> dict[str, 
         "annotations": annotations,
         "categories": categories,
     }
+
+
+def _panoptic_thing_annotations(record: dict) -> list[dict]:
+    """Instance annotations (binary masks) from the thing segments of a panoptic record."""
+    things = [s for s in record["segments_info"] if s.get("isthing")]
+    if not things:
+        return []
+    ids = load_pan_seg(record)
+    record.setdefault("height", ids.shape[0])
+    record.setdefault("width", ids.shape[1])
+    annotations = []
+    for segment in things:
+        mask = ids == segment["id"]
+        if not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)
+        box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        annotations.append(
+            {
+                "bbox": box,
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": segment["category_id"],
+                "iscrowd": int(segment.get("iscrowd", 0)),
+                "segmentation": mask,
+            }
+        )
+    return annotations
 
 
 def _to_rle(segm: Any, height: int, width: int) -> dict:
