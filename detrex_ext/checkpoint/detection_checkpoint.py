@@ -8,7 +8,9 @@ Loading:
 
 - local paths, ``http(s)://`` URLs and ``detectron2://`` paths (downloaded once into the iopath
   cache, ``$FVCORE_CACHE`` or ``~/.torch/iopath_cache``); a URL query such as ``?dl=1`` is kept
-  for the download, and ``?matching_heuristics=True`` turns suffix matching on;
+  for the download, and ``?matching_heuristics=True`` turns suffix matching on; a bare released
+  model name (``maskdino_r50_coco_instance_seg_50ep``) goes through ``detrex_ext.model_zoo``
+  (cached, sha256-verified download);
 - ``torch.load(..., weights_only=True)``; ``.pkl`` through a restricted unpickler;
 - a file without a ``"model"`` entry is taken to be the state dict itself;
 - the model may adapt foreign layouts: if it has ``adapt_checkpoint_state_dict(state_dict) ->
@@ -41,6 +43,19 @@ __all__ = ["DetectionCheckpointer"]
 
 # buffers a model recomputes itself: not worth a warning when a checkpoint lacks them
 _SILENTLY_MISSING = ("pixel_mean", "pixel_std")
+
+
+def _model_zoo_checkpoint(name: str) -> str:
+    """The cached (downloaded and verified on first use) file of a released model name."""
+    from detrex_ext.model_zoo import get_checkpoint
+
+    try:
+        return str(get_checkpoint(name))
+    except KeyError as e:
+        raise FileNotFoundError(
+            f"Checkpoint {name!r} is neither a file, a URL nor a released model name "
+            f"({e.args[0] if e.args else 'unknown name'})"
+        ) from None
 
 
 class DetectionCheckpointer(Checkpointer):
@@ -129,6 +144,8 @@ class DetectionCheckpointer(Checkpointer):
             self._matching_heuristics = query.pop("matching_heuristics")[0].lower() == "true"
             path = parsed._replace(query="&".join(f"{k}={v[0]}" for k, v in query.items()))
             path = path.geturl()
+        if not os.path.isfile(path) and is_local_path(path) and not os.path.dirname(path):
+            path = _model_zoo_checkpoint(path)
         if not os.path.isfile(path):
             local = self.path_manager.get_local_path(path)
             if not os.path.isfile(local):

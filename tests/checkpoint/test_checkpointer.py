@@ -308,3 +308,24 @@ def test_url_is_downloaded_once_into_the_iopath_cache(http_root, tmp_path, monke
     DetectionCheckpointer(wrapped).load(f"{base_url}/weights/net.pth?matching_heuristics=True")
     assert _same_weights(source, wrapped.backbone)
     assert _QuietHandler.requests == ["/weights/net.pth"]  # one download, then the cache
+
+
+def test_bare_names_resolve_through_the_model_zoo(tmp_path: Path, monkeypatch) -> None:
+    import detrex_ext.model_zoo as model_zoo
+
+    source = Net()
+    torch.save({"model": source.state_dict()}, tmp_path / "zoo_file.pth")
+    asked = []
+
+    def fake_get_checkpoint(name: str) -> Path:
+        asked.append(name)
+        if name != "tiny_zoo_model":
+            raise KeyError(f"{name!r} is not a released model")
+        return tmp_path / "zoo_file.pth"
+
+    monkeypatch.setattr(model_zoo, "get_checkpoint", fake_get_checkpoint)
+    target = Net()
+    DetectionCheckpointer(target).load("tiny_zoo_model")
+    assert _same_weights(source, target) and asked == ["tiny_zoo_model"]
+    with pytest.raises(FileNotFoundError, match="neither a file, a URL nor a released model"):
+        DetectionCheckpointer(Net()).load("typo_model")
