@@ -48,8 +48,9 @@ train = dict(
     ),
     # torch.backends.cudnn.benchmark for training (not applied to --eval-only runs).
     cudnn_benchmark=False,
-    # Optimizer step every N iterations, each iteration adding the gradients of one batch of
-    # dataloader.train.total_batch_size images (effective batch = N * total_batch_size).
+    # Gradient accumulation: one iteration is one optimizer step over N batches of
+    # dataloader.train.total_batch_size images (effective batch = N * total_batch_size); max_iter,
+    # the checkpoint/eval/log periods and the lr schedule all count optimizer steps.
     gradient_accumulation_steps=1,
     # torch.compile the model before training (mode: None, "reduce-overhead", "max-autotune").
     compile=dict(enabled=False, mode=None),
