@@ -184,9 +184,9 @@ def build_detection_train_loader(
             sampler = TrainingSampler(len(dataset), seed=seed, start_index=start_iter * batch_size)
         elif start_iter:
             logger.warning("start_iter=%d is ignored with a custom sampler", start_iter)
-        stream = SampledMapDataset(
-            dataset, mapper or _identity, sampler, chunk_size=batch_size, seed=seed
-        )
+        # with grouping, single items round-robin over workers keep the sampler's order exactly
+        chunk_size = 1 if aspect_ratio_grouping else batch_size
+        stream = SampledMapDataset(dataset, mapper or _identity, sampler, chunk_size, seed=seed)
     if aspect_ratio_grouping:
         loader = torchdata.DataLoader(
             stream,

@@ -157,9 +157,6 @@ class SampledMapDataset(torchdata.IterableDataset):
                 continue
             yield data
 
-    def __len__(self) -> int:
-        return len(self._sampler)
-
 
 class AspectRatioGroupedDataset(torchdata.IterableDataset):
     """Batch items from ``dataset`` so that each batch holds only landscape (w > h) or only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import Iterator
 
 import torch
@@ -33,7 +34,8 @@ class TrainingSampler(Sampler[int]):
     def __init__(
         self, size: int, shuffle: bool = True, seed: int | None = None, start_index: int = 0
     ):
-        if not isinstance(size, int) or size <= 0:
+        size = operator.index(size)
+        if size <= 0:
             raise ValueError(f"TrainingSampler needs a positive dataset size, got {size!r}")
         if start_index < 0:
             raise ValueError(f"start_index must be >= 0, got {start_index}")

@@ -125,6 +125,10 @@ def test_train_loader_is_deterministic_resumable_and_worker_independent(syntheti
     grouped = build_detection_train_loader(
         synthetic_train, mapper=mapper, total_batch_size=3, seed=5
     )
+    with_workers = build_detection_train_loader(
+        synthetic_train, mapper=mapper, total_batch_size=3, seed=5, num_workers=2
+    )
+    assert _take(with_workers, 4) == _take(grouped, 4)  # grouping keeps the sampler's order
     batch = next(iter(grouped))
     assert isinstance(batch, list) and len(batch) == 3
     assert batch[0]["image"].dtype == torch.uint8 and batch[0]["image"].shape == (3, 64, 64)
