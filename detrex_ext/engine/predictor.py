@@ -50,14 +50,14 @@ def load_config(config: Any, overrides: Sequence[str] = ()) -> Any:
     """A lazy config from a file path, a released model name, a packaged path
     (``"maskdino/<name>.py"``) or an already loaded config; ``overrides`` (``key=value``) applied.
     """
+    from detrex_ext import model_zoo
     from detrex_ext.config import LazyConfig, get_config
-    from detrex_ext.model_zoo import get_entry
 
     if isinstance(config, (str, os.PathLike)):
         if Path(config).expanduser().is_file():
             cfg = LazyConfig.load(str(Path(config).expanduser()))
         elif released_model_name(config):
-            cfg = get_config(get_entry(config).config_path)
+            cfg = model_zoo.get_config(config)
         else:
             cfg = get_config(str(config))  # a packaged path; raises naming the places it looked
     else:
