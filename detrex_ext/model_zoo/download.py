@@ -321,7 +321,13 @@ def cached_download(
     if not filename:
         raise ValueError(f"cannot derive a file name from {url!r}; pass filename=")
     directory = Path(cache_dir).expanduser() if cache_dir else get_cache_dir() / "checkpoints"
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(
+            f"cannot create the cache directory {directory} ({error}); set {CACHE_ENV} to a "
+            "writable directory"
+        ) from error
     destination = directory / filename
     expected = sha256.lower() if sha256 else None
     offline = is_offline() if offline is None else offline

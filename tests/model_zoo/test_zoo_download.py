@@ -182,3 +182,11 @@ def test_missing_file_fails_at_once_with_placement_hint(file_server, zoo_env):
 def test_only_http_urls_are_downloaded(url, zoo_env):
     with pytest.raises(ValueError, match="only http"):
         cached_download(url)
+
+
+def test_unwritable_cache_names_the_variable_to_set(file_server, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should go")
+    monkeypatch.setenv("DETREX_CACHE", str(blocker))
+    with pytest.raises(DownloadError, match="set DETREX_CACHE to a writable directory"):
+        _download(file_server)
