@@ -22,31 +22,54 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# Forward tiles: the notes (H200 probe) found BLOCK_Q 16-32 x 4 warps best for fp32 values and
-# 32-64 x 4-8 warps for bf16; BLOCK_Q=1 (the official one-query mapping) was 2x slower.
-_FORWARD_TILES = [(8, 2), (16, 2), (16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]
-# Backward tiles: smaller, the tile also holds grad_output and four corner rows.
-_BACKWARD_TILES = [(8, 2), (8, 4), (16, 2), (16, 4), (32, 4), (32, 8), (64, 8)]
-# Largest BLOCK_Q * BLOCK_D tile kept by the pruning (fp32 elements); 8 queries always remain.
-_MAX_TILE_ELEMENTS = 4096
+# Autotuning space: BLOCK_Q queries x num_warps x (points in a runtime loop | fully unrolled).
+# Unrolling levels x points x corners lets the compiler issue all corner loads of a tile at once
+# (most memory-level parallelism; ~255 registers/thread at 4 fp32 elements per thread and load,
+# so fewer resident warps); the loop keeps levels x corners unrolled (16 loads in flight at
+# 4 levels) with ~40-110 registers and far higher occupancy. Which wins is GPU-dependent, hence
+# both are tuned. The notes' H200 probe (fully unrolled) found BLOCK_Q 16-32 x 4 warps best.
+_BLOCK_Q = (4, 8, 16, 32, 64)
+_NUM_WARPS = (2, 4, 8)
 
 
-def _configs(tiles: list[tuple[int, int]]) -> list[triton.Config]:
-    return [triton.Config({"BLOCK_Q": bq}, num_warps=warps, num_stages=1) for bq, warps in tiles]
+def _all_configs() -> list[triton.Config]:
+    return [
+        triton.Config({"BLOCK_Q": bq, "UNROLL_POINTS": unroll}, num_warps=warps, num_stages=1)
+        for unroll in (False, True)
+        for bq in _BLOCK_Q
+        for warps in _NUM_WARPS
+    ]
+
+
+def _elements_per_thread(block_q: int, block_d: int, num_warps: int) -> float:
+    """Elements of one [BLOCK_Q, BLOCK_D] corner load held by each thread."""
+    return block_q * block_d / (32 * num_warps)
+
+
+def _keep_config(block_q: int, num_warps: int, unroll: bool, block_d: int) -> bool:
+    """The tuning space for one head dim: 4-8 elements (16-32 bytes of fp32) per thread and load,
+    at least 16 queries unless the head is wide. Unrolled: only the probe's best tile (16 queries,
+    4 elements per thread), as it compiles slowly (tens of seconds for the backward)."""
+    per_thread = _elements_per_thread(block_q, block_d, num_warps)
+    if unroll:
+        return block_q == 16 and per_thread == 4
+    return per_thread in (4, 8) and (block_q >= 16 or block_d > 64)
 
 
 def _prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Drop tiles that would spill registers for wide heads or idle threads for narrow ones."""
     block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D"))
     kept = [
         c
         for c in configs
-        if c.kwargs["BLOCK_Q"] * block_d <= _MAX_TILE_ELEMENTS
-        and c.num_warps * 32 <= c.kwargs["BLOCK_Q"] * block_d
+        if _keep_config(c.kwargs["BLOCK_Q"], c.num_warps, c.kwargs["UNROLL_POINTS"], block_d)
     ]
-    if not kept:  # very wide heads: the smallest tile, with few warps
-        smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_Q"], c.num_warps))
-        kept = [smallest]
+    if not kept:  # tiny or huge heads: the configs closest to 4 elements per thread
+
+        def distance(c: triton.Config) -> float:
+            return abs(_elements_per_thread(c.kwargs["BLOCK_Q"], block_d, c.num_warps) - 4)
+
+        best = min(distance(c) for c in configs)
+        kept = [c for c in configs if distance(c) == best and not c.kwargs["UNROLL_POINTS"]]
     return kept
 
 
@@ -113,11 +136,17 @@ def _load_rows(base_ptr, offs, row_mask, offs_d, d_mask, COMPUTE, EVEN_D: tl.con
 
 
 @triton.jit
-def _level_shape(shapes_ptr, level_start_ptr, lvl: tl.constexpr, COMPUTE):
-    height = tl.load(shapes_ptr + 2 * lvl).to(tl.int32)
-    width = tl.load(shapes_ptr + 2 * lvl + 1).to(tl.int32)
-    level_start = tl.load(level_start_ptr + lvl).to(tl.int32)
-    return height, width, level_start, height.to(COMPUTE), width.to(COMPUTE)
+def _level_shape(shapes_ptr, level_start_ptr, lvl, num_tokens, COMPUTE):
+    """Height, width and first token of a level. A level that does not lie inside ``value``
+    (inconsistent shapes; checking on the host would sync) gets height 0, so it samples zeros
+    instead of reading out of bounds."""
+    height = tl.load(shapes_ptr + 2 * lvl)
+    width = tl.load(shapes_ptr + 2 * lvl + 1)
+    level_start = tl.load(level_start_ptr + lvl)
+    level_ok = (level_start >= 0) & (level_start + height * width <= num_tokens)
+    height = tl.where(level_ok, height, 0).to(tl.int32)
+    width = width.to(tl.int32)
+    return height, width, level_start.to(tl.int32), height.to(COMPUTE), width.to(COMPUTE)
 
 
 @triton.jit
@@ -138,7 +167,9 @@ def _msda_forward_kernel(
     NUM_POINTS: tl.constexpr,
     COMPUTE: tl.constexpr,
     WIDE_INDEX: tl.constexpr,
+    BLOCK_LP: tl.constexpr,  # unused here; shared meta-parameters with the backward
     BLOCK_Q: tl.constexpr,
+    UNROLL_POINTS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
@@ -161,9 +192,9 @@ def _msda_forward_kernel(
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=COMPUTE)
     for lvl in tl.static_range(NUM_LEVELS):
         height, width, level_start, height_f, width_f = _level_shape(
-            shapes_ptr, level_start_ptr, lvl, COMPUTE
+            shapes_ptr, level_start_ptr, lvl, num_tokens, COMPUTE
         )
-        for pt in tl.static_range(NUM_POINTS):
+        for pt in tl.range(NUM_POINTS, loop_unroll_factor=NUM_POINTS if UNROLL_POINTS else 1):
             k = lvl * NUM_POINTS + pt
             attn, fx, fy, x0, y0, in00, in01, in10, in11 = _point_geometry(
                 loc_ptr, attn_ptr, sample_offs, q_mask, k, height_f, width_f, COMPUTE
@@ -208,7 +239,9 @@ def _msda_backward_kernel(
     NUM_POINTS: tl.constexpr,
     COMPUTE: tl.constexpr,
     WIDE_INDEX: tl.constexpr,
+    BLOCK_LP: tl.constexpr,  # next power of two of L * P
     BLOCK_Q: tl.constexpr,
+    UNROLL_POINTS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
@@ -237,11 +270,15 @@ def _msda_backward_kernel(
         other=0.0,
     ).to(COMPUTE)
 
+    offs_lp = tl.arange(0, BLOCK_LP)
+    grad_attn_tile = tl.zeros((BLOCK_Q, BLOCK_LP), dtype=COMPUTE)
+    grad_x_tile = tl.zeros((BLOCK_Q, BLOCK_LP), dtype=COMPUTE)
+    grad_y_tile = tl.zeros((BLOCK_Q, BLOCK_LP), dtype=COMPUTE)
     for lvl in tl.static_range(NUM_LEVELS):
         height, width, level_start, height_f, width_f = _level_shape(
-            shapes_ptr, level_start_ptr, lvl, COMPUTE
+            shapes_ptr, level_start_ptr, lvl, num_tokens, COMPUTE
         )
-        for pt in tl.static_range(NUM_POINTS):
+        for pt in tl.range(NUM_POINTS, loop_unroll_factor=NUM_POINTS if UNROLL_POINTS else 1):
             k = lvl * NUM_POINTS + pt
             attn, fx, fy, x0, y0, in00, in01, in10, in11 = _point_geometry(
                 loc_ptr, attn_ptr, sample_offs, q_mask, k, height_f, width_f, COMPUTE
@@ -264,51 +301,37 @@ def _msda_backward_kernel(
             # d(pixel)/d(loc) = size: the map is sampled at loc * size - 0.5
             grad_x = attn * (gy * (s01 - s00) + fy * (s11 - s10)) * width_f
             grad_y = attn * (gx * (s10 - s00) + fx * (s11 - s01)) * height_f
-            tl.store(
-                grad_attn_ptr + sample_offs + k,
-                grad_attn.to(grad_attn_ptr.dtype.element_ty),
-                mask=q_mask,
-            )
-            loc_dtype = grad_loc_ptr.dtype.element_ty
-            tl.store(grad_loc_ptr + 2 * (sample_offs + k), grad_x.to(loc_dtype), mask=q_mask)
-            tl.store(grad_loc_ptr + 2 * (sample_offs + k) + 1, grad_y.to(loc_dtype), mask=q_mask)
+            # collect per-point results in [BLOCK_Q, L*P] tiles, stored once, coalesced, at the
+            # end (a [BLOCK_Q] store per point costs a shared-memory layout conversion each)
+            column = offs_lp[None, :] == k
+            grad_attn_tile = tl.where(column, grad_attn[:, None], grad_attn_tile)
+            grad_x_tile = tl.where(column, grad_x[:, None], grad_x_tile)
+            grad_y_tile = tl.where(column, grad_y[:, None], grad_y_tile)
 
+            weighted = attn[:, None] * grad_out
             _scatter_rows(
-                grad_value_base,
-                off00,
-                in00,
-                (attn * gy * gx)[:, None] * grad_out,
-                offs_d,
-                d_mask,
-                EVEN_D,
+                grad_value_base, off00, in00, (gy * gx)[:, None] * weighted, offs_d, d_mask, EVEN_D
             )
             _scatter_rows(
-                grad_value_base,
-                off01,
-                in01,
-                (attn * gy * fx)[:, None] * grad_out,
-                offs_d,
-                d_mask,
-                EVEN_D,
+                grad_value_base, off01, in01, (gy * fx)[:, None] * weighted, offs_d, d_mask, EVEN_D
             )
             _scatter_rows(
-                grad_value_base,
-                off10,
-                in10,
-                (attn * fy * gx)[:, None] * grad_out,
-                offs_d,
-                d_mask,
-                EVEN_D,
+                grad_value_base, off10, in10, (fy * gx)[:, None] * weighted, offs_d, d_mask, EVEN_D
             )
             _scatter_rows(
-                grad_value_base,
-                off11,
-                in11,
-                (attn * fy * fx)[:, None] * grad_out,
-                offs_d,
-                d_mask,
-                EVEN_D,
+                grad_value_base, off11, in11, (fy * fx)[:, None] * weighted, offs_d, d_mask, EVEN_D
             )
+
+    lp_mask = q_mask[:, None] & (offs_lp[None, :] < NUM_LEVELS * NUM_POINTS)
+    attn_dtype = grad_attn_ptr.dtype.element_ty
+    attn_ptrs = grad_attn_ptr + sample_offs[:, None] + offs_lp[None, :]
+    tl.store(attn_ptrs, grad_attn_tile.to(attn_dtype), mask=lp_mask)
+    # interleave (x, y) -> [BLOCK_Q, 2 * BLOCK_LP], the memory order of sampling_locations
+    grad_loc_tile = tl.reshape(tl.join(grad_x_tile, grad_y_tile), (BLOCK_Q, 2 * BLOCK_LP))
+    offs_2lp = tl.arange(0, 2 * BLOCK_LP)
+    loc_mask = q_mask[:, None] & (offs_2lp[None, :] < 2 * NUM_LEVELS * NUM_POINTS)
+    loc_ptrs = grad_loc_ptr + 2 * sample_offs[:, None] + offs_2lp[None, :]
+    tl.store(loc_ptrs, grad_loc_tile.to(grad_loc_ptr.dtype.element_ty), mask=loc_mask)
 
 
 @triton.jit
@@ -325,12 +348,12 @@ def _scatter_rows(base_ptr, offs, row_mask, rows, offs_d, d_mask, EVEN_D: tl.con
 msda_forward_kernel = _msda_forward_kernel
 msda_backward_kernel = _msda_backward_kernel
 msda_forward_kernel_tuned = triton.autotune(
-    configs=_configs(_FORWARD_TILES),
+    configs=_all_configs(),
     key=_TUNING_KEY,
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_msda_forward_kernel)
 msda_backward_kernel_tuned = triton.autotune(
-    configs=_configs(_BACKWARD_TILES),
+    configs=_all_configs(),
     key=_TUNING_KEY,
     prune_configs_by={"early_config_prune": _prune_configs},
     reset_to_zero=["grad_value_ptr"],  # the kernel accumulates into it

@@ -20,7 +20,8 @@ an fp32 buffer with relaxed atomics (non-deterministic in the last bits, like th
 cast to ``value.dtype`` at the end. Location/weight gradients are reduced in registers, no atomics.
 
 No host synchronisation: level shapes and start offsets are read by the kernels from the device
-tensors. The first call for a new shape bucket autotunes the tile (it runs the kernel a few times
+tensors, so they are not checked against ``value`` on the host; a level that does not fit inside
+``value`` (inconsistent shapes) samples zeros instead of reading out of bounds. The first call for a new shape bucket autotunes the tile (it runs the kernel a few times
 and synchronises), so warm up before capturing a CUDA graph.
 
 Set ``TRITON_INTERPRET=1`` before this module's kernels are first used to run them on CPU tensors
@@ -29,24 +30,40 @@ through Triton's interpreter (slow; for tests).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
 import torch
 
-__all__ = ["is_available", "msda_backward", "msda_forward"]
+__all__ = ["KernelConfig", "is_available", "msda_backward", "msda_forward"]
 
 logger = logging.getLogger(__name__)
 
 _VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 _MAX_HEAD_DIM = 1024
 _INT32_LIMIT = 2**31 - 1
-# Tile used where autotuning cannot run (Triton's interpreter) unless a call overrides it.
-_DEFAULT_BLOCK_Q = 16
-_DEFAULT_NUM_WARPS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """A fixed launch configuration (instead of autotuning), for tests and benchmarks.
+
+    block_q: queries per program (power of two); num_warps: warps per program; unroll_points:
+    unroll the loop over sampling points (more loads in flight, more registers).
+    """
+
+    block_q: int = 16
+    num_warps: int = 4
+    unroll_points: bool = False
+
+
+# Used where autotuning cannot run (Triton's interpreter) unless a call passes a config.
+DEFAULT_CONFIG = KernelConfig()
 
 
 def _interpreter_enabled() -> bool:
@@ -170,6 +187,7 @@ def _launch_args(
         NUM_POINTS=num_points,
         COMPUTE=tl.float64 if value.dtype == torch.float64 else tl.float32,
         WIDE_INDEX=per_batch > _INT32_LIMIT,
+        BLOCK_LP=triton.next_power_of_2(num_levels * num_points),
     )
     work_bucket = triton.next_power_of_2(batch * num_queries * num_heads)
     return meta, work_bucket
@@ -182,19 +200,36 @@ def _grid(num_queries: int, num_heads: int, batch: int):
     return grid
 
 
+def _alert_not_deterministic() -> None:
+    """Honour ``torch.use_deterministic_algorithms`` like PyTorch's own atomic-add backwards."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return
+    message = (
+        "msda_backward (Triton) adds the value gradient with atomics, so it is not deterministic "
+        "(nor is grid_sample's CUDA backward). Use torch.use_deterministic_algorithms(True, "
+        "warn_only=True) to allow it, or run on CPU for bit-exact gradients."
+    )
+    if torch.is_deterministic_algorithms_warn_only_enabled():
+        warnings.warn(message, stacklevel=3)
+    else:
+        raise RuntimeError(message)
+
+
 def _has_work(
     out_shape: tuple[int, int, int], num_tokens: int, num_levels: int, num_points: int
 ) -> bool:
     return min(*out_shape, num_tokens, num_levels, num_points) > 0
 
 
-def _pick_kernel(tuned, plain, block_q: int | None, num_warps: int | None) -> tuple:
-    """Autotuned kernel on GPUs; a fixed tile in the interpreter or when the caller forces one."""
-    if block_q is None and num_warps is None and not _interpreter_enabled():
+def _pick_kernel(tuned, plain, config: KernelConfig | None) -> tuple:
+    """Autotuned kernel on GPUs; a fixed config in the interpreter or when the caller gives one."""
+    if config is None and not _interpreter_enabled():
         return tuned, {}
+    config = config or DEFAULT_CONFIG
     return plain, {
-        "BLOCK_Q": block_q or _DEFAULT_BLOCK_Q,
-        "num_warps": num_warps or _DEFAULT_NUM_WARPS,
+        "BLOCK_Q": config.block_q,
+        "UNROLL_POINTS": config.unroll_points,
+        "num_warps": config.num_warps,
         "num_stages": 1,
     }
 
@@ -206,8 +241,7 @@ def msda_forward(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     *,
-    block_q: int | None = None,
-    num_warps: int | None = None,
+    config: KernelConfig | None = None,
 ) -> torch.Tensor:
     """Multi-scale deformable attention, forward.
 
@@ -217,7 +251,7 @@ def msda_forward(
         level_start_index: [L] int64 offset of each level in S.
         sampling_locations: [B, Q, H, L, P, 2] normalised (x, y) in [0, 1] (any float dtype).
         attention_weights: [B, Q, H, L, P] (any float dtype).
-        block_q, num_warps: force a tile instead of autotuning (testing/benchmarking).
+        config: a fixed launch configuration instead of autotuning (tests, benchmarks).
 
     Returns:
         [B, Q, H * Dh] in value's dtype.
@@ -234,7 +268,7 @@ def msda_forward(
     kernels = _kernels()
     meta, work_bucket = _launch_args(value, num_queries, num_levels, num_points)
     kernel, tile = _pick_kernel(
-        kernels.msda_forward_kernel_tuned, kernels.msda_forward_kernel, block_q, num_warps
+        kernels.msda_forward_kernel_tuned, kernels.msda_forward_kernel, config
     )
     kernel[_grid(num_queries, num_heads, batch)](
         value.contiguous(),
@@ -261,8 +295,7 @@ def msda_backward(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     *,
-    block_q: int | None = None,
-    num_warps: int | None = None,
+    config: KernelConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Multi-scale deformable attention, backward (arguments as ``msda_forward``).
 
@@ -283,6 +316,7 @@ def msda_backward(
         raise ValueError(
             f"grad_output must be [B, Q, H*Dh] = {list(expected)}, got {tuple(grad_output.shape)}."
         )
+    _alert_not_deterministic()
     if not _has_work(expected, num_tokens, num_levels, num_points):
         return (
             torch.zeros_like(value),
@@ -297,7 +331,7 @@ def msda_backward(
     kernels = _kernels()
     meta, work_bucket = _launch_args(value, num_queries, num_levels, num_points)
     kernel, tile = _pick_kernel(
-        kernels.msda_backward_kernel_tuned, kernels.msda_backward_kernel, block_q, num_warps
+        kernels.msda_backward_kernel_tuned, kernels.msda_backward_kernel, config
     )
     kernel[_grid(num_queries, num_heads, batch)](
         grad_output.contiguous(),

@@ -8,12 +8,16 @@ GPU: the same cases at real shapes, in-process, plus no-sync / CUDA-graph / tile
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK_TOOL = REPO_ROOT / "tools" / "benchmark_msda.py"
 
 DTYPES = {
     "fp32": torch.float32,
@@ -49,23 +54,30 @@ class Case:
     value_dtype: str = "fp32"
     sample_dtype: str = "fp32"  # sampling locations and attention weights
     locations: str = "uniform"  # "uniform" in [-0.25, 1.25], or "border"
-    block_q: int | None = None  # force a tile (None: autotuned on GPU, 16 in the interpreter)
-    num_warps: int | None = None
+    # fixed launch config (block_q, num_warps, unroll_points); None: autotuned on GPU, the
+    # module's default config in the interpreter
+    config: tuple[int, int, bool] | None = None
 
 
 # fmt: off
 INTERPRETER_CASES = [
     Case("fp32_two_tiles_with_tail", shapes=((3, 4), (2, 3))),
-    Case("fp32_tile8_three_levels", shapes=((5, 3), (3, 2), (1, 1)), heads=3, block_q=8),
+    Case("fp32_tile8_three_levels_unrolled", shapes=((5, 3), (3, 2), (1, 1)), heads=3, config=(8, 2, True)),
     Case("fp32_border_points", shapes=((4, 8), (2, 4)), batch=1, queries=32, locations="border"),
     Case("bf16_value", shapes=((5, 3), (3, 2), (1, 1)), queries=17, heads=3, head_dim=16, points=3, value_dtype="bf16"),
     Case("fp16_value", shapes=((6, 5),), batch=1, queries=9, heads=1, head_dim=32, points=4, value_dtype="fp16"),
-    Case("bf16_all_border", shapes=((4, 8), (2, 4)), batch=1, queries=16, value_dtype="bf16", sample_dtype="bf16", locations="border"),
+    Case("bf16_all_border_unrolled", shapes=((4, 8), (2, 4)), batch=1, queries=16, value_dtype="bf16", sample_dtype="bf16", locations="border", config=(16, 4, True)),
     Case("fp16_all", shapes=((2, 7), (1, 3)), queries=5, heads=2, head_dim=4, points=1, value_dtype="fp16", sample_dtype="fp16"),
     Case("fp64", shapes=((3, 4), (2, 3)), batch=1, queries=7, value_dtype="fp64", sample_dtype="fp64"),
     Case("head_dim_256", shapes=((3, 3),), batch=1, queries=3, heads=1, head_dim=256, points=2),
     Case("head_dim_12_not_pow2", shapes=((3, 4), (2, 2)), batch=3, queries=4, heads=2, head_dim=12, points=1),
     Case("one_query_five_levels", shapes=((4, 4), (3, 3), (2, 2), (1, 2), (1, 1)), batch=1, queries=1, heads=4, head_dim=2, points=3),
+]
+
+# through detrex_ext.layers.multi_scale_deformable_attn with the triton backend forced
+OP_CASES = [
+    Case("op_fp32", shapes=((3, 4), (2, 3)), queries=18),
+    Case("op_bf16_border", shapes=((4, 8), (2, 4)), batch=1, queries=16, value_dtype="bf16", locations="border"),
 ]
 
 GPU_LEVELS = ((64, 64), (32, 32), (16, 16), (8, 8))
@@ -216,16 +228,46 @@ def relative_error(result: torch.Tensor, expected: torch.Tensor) -> float:
     return ((result - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
-def compare_case(case: Case, device: str) -> dict:
-    """Runs the Triton functions on one case; errors vs the reference and result dtypes."""
+GRADIENTS = ("grad_value", "grad_sampling_locations", "grad_attention_weights")
+
+
+def run_triton_functions(case: Case, inputs: dict) -> dict[str, torch.Tensor]:
+    """Output and gradients from ``msda_forward`` / ``msda_backward`` directly."""
     from detrex_ext.layers import ms_deform_attn_triton as msda_triton
 
-    inputs = make_inputs(case, device)
     args = [inputs[k] for k in MSDA_ARGS]
-    tile = {"block_q": case.block_q, "num_warps": case.num_warps}
+    tile = {"config": msda_triton.KernelConfig(*case.config) if case.config else None}
     results = {"output": msda_triton.msda_forward(*args, **tile)}
     grads = msda_triton.msda_backward(inputs["grad_output"], *args, **tile)
-    results.update(zip(("grad_value", "grad_sampling_locations", "grad_attention_weights"), grads))
+    return {**results, **dict(zip(GRADIENTS, grads))}
+
+
+def run_custom_op(case: Case, inputs: dict, compile: bool = False) -> dict[str, torch.Tensor]:
+    """The same through BLOCKS' custom op with the Triton backend forced, via autograd."""
+    from detrex_ext.layers import multi_scale_deformable_attn, set_msda_backend
+
+    op = torch.compile(multi_scale_deformable_attn, fullgraph=True) if compile else multi_scale_deformable_attn  # fmt: skip
+    leaves = {k: inputs[k].clone().requires_grad_() for k in DIFFERENTIABLE}
+    set_msda_backend("triton")
+    try:
+        out = op(
+            leaves["value"],
+            inputs["spatial_shapes"],
+            inputs["level_start_index"],
+            leaves["sampling_locations"],
+            leaves["attention_weights"],
+        )
+        out.backward(inputs["grad_output"])
+    finally:
+        set_msda_backend(None)
+    grads = [leaves[k].grad for k in DIFFERENTIABLE]
+    return {"output": out.detach(), **dict(zip(GRADIENTS, grads))}
+
+
+def compare_case(case: Case, device: str, runner=run_triton_functions) -> dict:
+    """Runs the Triton kernels on one case; errors vs the reference and result dtypes."""
+    inputs = make_inputs(case, device)
+    results = runner(case, inputs)
     expected = reference_results(case, inputs)
     report = {}
     for key, tensor in results.items():
@@ -321,6 +363,8 @@ def _run_interpreter_worker() -> dict:
     from detrex_ext.layers import ms_deform_attn_triton as msda_triton
 
     reports = {case.name: compare_case(case, "cpu") for case in INTERPRETER_CASES}
+    for case in OP_CASES:
+        reports[case.name] = compare_case(case, "cpu", runner=run_custom_op)
     # no queries / no batch: right shapes, no launch
     empty = {}
     for case in (Case("no_queries", ((2, 2),), queries=0), Case("no_batch", ((2, 2),), batch=0)):
@@ -331,7 +375,60 @@ def _run_interpreter_worker() -> dict:
         empty[case.name] = [list(t.shape) for t in (out, *grads)]
     reports["_empty"] = empty
     reports["_available"] = msda_triton.is_available()
+    reports["_guards"] = _check_guards()
+    reports["_benchmark"] = _run_benchmark_smoke()
     return reports
+
+
+def _check_guards() -> dict:
+    """A level that does not fit in value reads zeros; deterministic mode is honoured."""
+    from detrex_ext.layers import ms_deform_attn_triton as msda_triton
+
+    case = Case("guard", shapes=((3, 4), (2, 3)), queries=5)
+    inputs = make_inputs(case, "cpu")
+    args = [inputs[k] for k in MSDA_ARGS]
+    # level 1 claimed to start at token 15: 15 + 2*3 > 18 tokens
+    bad_start = torch.tensor([0, 15])
+    out_bad = msda_triton.msda_forward(args[0], args[1], bad_start, *args[3:])
+    weights = args[4].clone()
+    weights[:, :, :, 1] = 0  # the same attention without level 1
+    out_level0 = msda_triton.msda_forward(*args[:4], weights)
+    grads_bad = msda_triton.msda_backward(inputs["grad_output"], args[0], args[1], bad_start, *args[3:])  # fmt: skip
+    result = {
+        "forward_max_diff": (out_bad - out_level0).abs().max().item(),
+        "grad_attn_level1_max": grads_bad[2][:, :, :, 1].abs().max().item(),
+        "grad_attn_level0_max": grads_bad[2][:, :, :, 0].abs().max().item(),
+    }
+    torch.use_deterministic_algorithms(True)
+    try:
+        msda_triton.msda_backward(inputs["grad_output"], *args)
+        result["deterministic_error"] = None
+    except RuntimeError as exc:
+        result["deterministic_error"] = str(exc)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return result
+
+
+def _load_benchmark_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_msda", BENCHMARK_TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_benchmark_smoke() -> dict:
+    """tools/benchmark_msda.py --device cpu --interpret at one toy shape: exit code, figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "figures.json"
+        argv = ["--device", "cpu", "--interpret", "--shapes", "decoder_train", "--dtypes", "bf16"]
+        argv += ["--warmup", "0", "--repeats", "1", "--output", str(output)]
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            code = _load_benchmark_tool().main(argv)
+        figures = json.loads(output.read_text()) if output.exists() else None
+    return {"code": code, "stdout": stdout.getvalue(), "figures": figures}
 
 
 @pytest.fixture(scope="module")
@@ -368,11 +465,50 @@ def test_interpreter_matches_reference(interpreter_reports, case):
 
 
 @needs_triton
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.name)
+def test_interpreter_custom_op_with_triton_backend(interpreter_reports, case):
+    check_report(case, interpreter_reports[case.name])
+
+
+@needs_triton
 def test_interpreter_empty_inputs_and_availability(interpreter_reports):
     assert interpreter_reports["_available"] is True
     no_queries = [[2, 0, 16], [2, 4, 2, 8], [2, 0, 2, 1, 2, 2], [2, 0, 2, 1, 2]]
     assert interpreter_reports["_empty"]["no_queries"] == no_queries
     assert interpreter_reports["_empty"]["no_batch"][0] == [0, 21, 16]
+
+
+@needs_triton
+def test_interpreter_inconsistent_shapes_read_zeros_and_determinism_is_honoured(
+    interpreter_reports,
+):
+    guards = interpreter_reports["_guards"]
+    assert guards["forward_max_diff"] < 1e-6
+    assert guards["grad_attn_level1_max"] == 0.0 and guards["grad_attn_level0_max"] > 0
+    assert "not deterministic" in guards["deterministic_error"]
+
+
+@needs_triton
+def test_benchmark_tool_smoke_run_in_interpreter(interpreter_reports):
+    run = interpreter_reports["_benchmark"]
+    assert run["code"] == 0, run["stdout"]
+    (row,) = run["figures"]["rows"]
+    assert (row["shape"], row["dtype"], row["queries"]) == ("decoder_train", "bf16", 7)
+    for key in ("forward_ms", "forward+backward_ms"):
+        assert row[f"pytorch_{key}"] > 0 and row[f"triton_{key}"] > 0
+    assert row["speedup_forward"] == row["pytorch_forward_ms"] / row["triton_forward_ms"]
+    # the Triton path agrees with the PyTorch path (bf16 value: output/grad_value rounding only)
+    errors = row["triton_rel_error"]
+    assert errors["output"] < 1e-2 and errors["grad_value"] < 1e-2, errors
+    assert errors["grad_loc"] < 1e-5 and errors["grad_attn"] < 1e-5, errors
+    assert "speed-up triton vs pytorch: forward" in run["stdout"]
+    assert "(not measured in this run)" in run["stdout"]  # targets are for encoder_train
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_benchmark_tool_without_cuda_says_so_and_fails(capsys):
+    assert _load_benchmark_tool().main([]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,13 +523,16 @@ def test_gpu_matches_reference(case):
 
 @pytest.mark.gpu
 @needs_triton
-def test_gpu_every_tile_config_is_correct():
+def test_gpu_every_tuned_config_is_correct():
     from detrex_ext.layers import _ms_deform_attn_triton_kernels as kernels
 
     base = GPU_CASES[1]  # bf16 value, encoder-like
-    for block_q, num_warps in sorted(set(kernels._FORWARD_TILES + kernels._BACKWARD_TILES)):
-        case = dataclasses.replace(base, queries=999, block_q=block_q, num_warps=num_warps)
-        check_report(case, compare_case(case, "cuda"))
+    configs = kernels._all_configs()
+    for head_dim in (32, 128):
+        for c in kernels._prune_configs(configs, {}, BLOCK_D=head_dim):
+            config = (c.kwargs["BLOCK_Q"], c.num_warps, c.kwargs["UNROLL_POINTS"])
+            case = dataclasses.replace(base, queries=999, head_dim=head_dim, heads=2, config=config)
+            check_report(case, compare_case(case, "cuda"))
 
 
 def _gpu_args(case: Case, seed: int = 0) -> tuple[list, torch.Tensor]:
@@ -431,6 +570,15 @@ def test_gpu_no_host_sync_and_cuda_graph_replay():
     torch.testing.assert_close(out, msda_triton.msda_forward(*new_args))
     for replayed, eager in zip(grads, msda_triton.msda_backward(new_grad, *new_args)):
         torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch_compile"])
+def test_gpu_custom_op_with_triton_backend(compiled):
+    case = GPU_CASES[1]
+    runner = functools.partial(run_custom_op, compile=compiled)
+    check_report(case, compare_case(case, "cuda", runner=runner))
 
 
 if __name__ == "__main__" and "--interpreter-worker" in sys.argv:
