@@ -8,6 +8,7 @@ from .box_ops import (
     generalized_box_iou,
     inverse_sigmoid,
     masks_to_boxes,
+    paired_generalized_box_iou,
 )
 from .denoising import DenoisingQueries, DenoisingQueryGenerator, denoising_attention_mask
 from .mlp import MLP
@@ -48,6 +49,7 @@ __all__ = [
     "get_uncertain_point_coords_with_randomness",
     "inverse_sigmoid",
     "masks_to_boxes",
+    "paired_generalized_box_iou",
     "point_sample",
     "get_msda_backend",
     "get_norm",

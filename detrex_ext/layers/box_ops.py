@@ -19,6 +19,7 @@ __all__ = [
     "generalized_box_iou",
     "inverse_sigmoid",
     "masks_to_boxes",
+    "paired_generalized_box_iou",
 ]
 
 
@@ -37,13 +38,43 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     return ops.box_iou(boxes1, boxes2)
 
 
-def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+def generalized_box_iou(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 0.0
+) -> torch.Tensor:
     """Pairwise generalized IoU of xyxy boxes: ``[N, 4]``, ``[M, 4]`` -> ``[N, M]`` in [-1, 1].
 
-    Degenerate boxes (zero area on both sides) give NaN, as in DETR; callers that cannot rule
-    them out should sanitise the result.
+    Args:
+        boxes1, boxes2: xyxy boxes.
+        eps: added to the union and to the enclosing area before dividing. 0 (default) is
+            torchvision's / DETR's formula, where degenerate boxes (zero area on both sides)
+            give NaN, so callers that cannot rule them out should sanitise the result; DINO and
+            Mask DINO use 1e-6 (`iou = inter / (union + eps)`, `(enclosing - union) /
+            (enclosing + eps)`).
     """
-    return ops.generalized_box_iou(boxes1, boxes2)
+    if eps == 0.0:
+        return ops.generalized_box_iou(boxes1, boxes2)
+    return paired_generalized_box_iou(boxes1[:, None], boxes2[None], eps)
+
+
+def paired_generalized_box_iou(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 0.0
+) -> torch.Tensor:
+    """Generalized IoU of corresponding xyxy boxes: broadcastable ``[..., 4]`` -> ``[...]``.
+
+    Same formula and ``eps`` as ``generalized_box_iou`` (whose diagonal this equals), without
+    the ``[N, M]`` matrix.
+    """
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    wh = torch.min(boxes1[..., 2:], boxes2[..., 2:]) - torch.max(boxes1[..., :2], boxes2[..., :2])
+    wh = wh.clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1 + area2 - inter
+    iou = inter / (union + eps)
+    wh = torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])
+    wh = wh.clamp(min=0)
+    enclosing = wh[..., 0] * wh[..., 1]
+    return iou - (enclosing - union) / (enclosing + eps)
 
 
 def masks_to_boxes(

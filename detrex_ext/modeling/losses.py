@@ -15,6 +15,7 @@ from detrex_ext.layers import (
     box_cxcywh_to_xyxy,
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
+    paired_generalized_box_iou,
     point_sample,
 )
 from detrex_ext.utils import comm
@@ -156,12 +157,21 @@ def l1_box_loss(
 
 
 def giou_loss(
-    pred_boxes: torch.Tensor, target_boxes: torch.Tensor, num_boxes: float
+    pred_boxes: torch.Tensor, target_boxes: torch.Tensor, num_boxes: float, eps: float = 0.0
 ) -> torch.Tensor:
     """``sum (1 - GIoU(pred_i, target_i))`` over matched pairs / ``num_boxes``.
 
-    Shapes: ``[N, 4]``, ``[N, 4]`` cxcywh boxes -> scalar.
+    Shapes: ``[N, 4]``, ``[N, 4]`` cxcywh boxes -> scalar. ``eps`` > 0 uses the DINO / Mask DINO
+    formula (``eps`` added to union and enclosing area, see ``generalized_box_iou``); 0 uses
+    torchvision's ``generalized_box_iou_loss``.
     """
+    if eps != 0.0:
+        giou = paired_generalized_box_iou(
+            box_cxcywh_to_xyxy(pred_boxes),
+            box_cxcywh_to_xyxy(target_boxes.to(pred_boxes.dtype)),
+            eps,
+        )
+        return (1 - giou).sum() / num_boxes
     loss = generalized_box_iou_loss(
         box_cxcywh_to_xyxy(pred_boxes),
         box_cxcywh_to_xyxy(target_boxes.to(pred_boxes.dtype)),

@@ -98,14 +98,20 @@ class L1BoxCost(MatchCost):
 
 
 class GIoUBoxCost(MatchCost):
-    """Negative generalized IoU of cxcywh boxes (in [-1, 1])."""
+    """Negative generalized IoU of cxcywh boxes (in [-1, 1]); ``eps`` as in
+    ``generalized_box_iou`` (Mask DINO / DINO: 1e-6)."""
 
     kind = "box"
+
+    def __init__(self, weight: float = 1.0, eps: float = 0.0) -> None:
+        super().__init__(weight)
+        self.eps = eps
 
     def __call__(self, pred: dict, target: dict) -> torch.Tensor:
         return -generalized_box_iou(
             box_cxcywh_to_xyxy(pred["pred_boxes"].float()),
             box_cxcywh_to_xyxy(target["boxes"].float()),
+            eps=self.eps,
         )
 
 
