@@ -41,6 +41,7 @@ from PIL import Image
 from tabulate import tabulate
 
 from detrex_ext.engine.predictor import (
+    AMP_DTYPES,
     Predictor,
     add_model_arguments,
     build_model,
@@ -50,9 +51,6 @@ from detrex_ext.engine.predictor import (
 from detrex_ext.structures import Boxes, Instances
 
 logger = logging.getLogger("benchmark")
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -253,7 +251,7 @@ def benchmark_training(
     device = next(model.parameters()).device
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     autocast = (
-        torch.autocast(device.type, dtype=_AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
+        torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
     )
     model.train()
 
@@ -356,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(
         parser, weights="checkpoint (path, URL or model name); default: random init"
     )
-    parser.add_argument("--amp", choices=sorted(_AMP_DTYPES), default=None, help="autocast dtype")
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="autocast dtype")
     parser.add_argument("--height", type=int, default=800, help="inference image height")
     parser.add_argument("--width", type=int, default=1216, help="inference image width")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before measuring")

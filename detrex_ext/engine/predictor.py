@@ -34,7 +34,7 @@ _TEST_AUGMENTATION_KEYS = (
     "dataloader.test.mapper.augmentation",
     "dataloader.test.mapper.augmentations",
 )
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def released_model_name(config: Any) -> str | None:
@@ -227,8 +227,8 @@ class Predictor:
     ) -> None:
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
-        if amp is not None and amp not in _AMP_DTYPES:
-            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)} or None, got {amp!r}")
+        if amp is not None and amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
@@ -292,7 +292,7 @@ class Predictor:
         """The model on already preprocessed inputs (under autocast when ``amp`` is set)."""
         if self.amp is None:
             return self.model(inputs)
-        with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp]):
+        with torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]):
             return self.model(inputs)
 
     def __call__(
