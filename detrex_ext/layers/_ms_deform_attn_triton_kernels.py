@@ -46,31 +46,36 @@ def _elements_per_thread(block_q: int, block_d: int, num_warps: int) -> float:
     return block_q * block_d / (32 * num_warps)
 
 
-def _keep_config(block_q: int, num_warps: int, unroll: bool, block_d: int) -> bool:
+def _keep_config(config: triton.Config, block_d: int, half_value_backward: bool) -> bool:
     """The tuning space for one head dim: 4-8 elements (16-32 bytes of fp32) per thread and load,
     at least 16 queries unless the head is wide. Unrolled: only the probe's best tile (16 queries,
-    4 elements per thread), as it compiles slowly (tens of seconds for the backward)."""
-    per_thread = _elements_per_thread(block_q, block_d, num_warps)
-    if unroll:
+    4 elements per thread), as it compiles slowly (tens of seconds for the backward). The backward
+    of 16-bit values keeps 4 elements: with 8, the 16-byte half loads and the fp32 atomics get
+    different register layouts, converted through shared memory at every point (sm_90 PTX)."""
+    block_q = config.kwargs["BLOCK_Q"]
+    per_thread = _elements_per_thread(block_q, block_d, config.num_warps)
+    if config.kwargs["UNROLL_POINTS"]:
         return block_q == 16 and per_thread == 4
-    return per_thread in (4, 8) and (block_q >= 16 or block_d > 64)
+    allowed = (4,) if half_value_backward else (4, 8)
+    return per_thread in allowed and (block_q >= 16 or block_d > 64)
 
 
-def _prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D"))
-    kept = [
-        c
-        for c in configs
-        if _keep_config(c.kwargs["BLOCK_Q"], c.num_warps, c.kwargs["UNROLL_POINTS"], block_d)
-    ]
-    if not kept:  # tiny or huge heads: the configs closest to 4 elements per thread
+def _pruner(backward: bool):
+    def prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+        block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D"))
+        value = named_args.get("value_ptr")
+        half = backward and value is not None and value.element_size() == 2
+        kept = [c for c in configs if _keep_config(c, block_d, half)]
+        if not kept:  # tiny or huge heads: the configs closest to 4 elements per thread
 
-        def distance(c: triton.Config) -> float:
-            return abs(_elements_per_thread(c.kwargs["BLOCK_Q"], block_d, c.num_warps) - 4)
+            def distance(c: triton.Config) -> float:
+                return abs(_elements_per_thread(c.kwargs["BLOCK_Q"], block_d, c.num_warps) - 4)
 
-        best = min(distance(c) for c in configs)
-        kept = [c for c in configs if distance(c) == best and not c.kwargs["UNROLL_POINTS"]]
-    return kept
+            best = min(distance(c) for c in configs)
+            kept = [c for c in configs if distance(c) == best and not c.kwargs["UNROLL_POINTS"]]
+        return kept
+
+    return prune
 
 
 # The autotuner adds the dtype of every tensor argument to this key by itself.
@@ -150,6 +155,47 @@ def _level_shape(shapes_ptr, level_start_ptr, lvl, num_tokens, COMPUTE):
 
 
 @triton.jit
+def _sample_point(
+    loc_ptr, attn_ptr, sample_offs, q_mask, k, level_start, width, height_f, width_f, value_base,
+    row_stride, offs_d, d_mask, COMPUTE, EVEN_D: tl.constexpr, WIDE_INDEX: tl.constexpr,
+):  # fmt: skip
+    """Sampling point ``k`` of every query in the tile: its attention weight, bilinear fractions,
+    the offsets and in-bounds masks of its four corner rows and the rows themselves (in COMPUTE);
+    all four loads are issued together."""
+    attn, fx, fy, x0, y0, in00, in01, in10, in11 = _point_geometry(
+        loc_ptr, attn_ptr, sample_offs, q_mask, k, height_f, width_f, COMPUTE
+    )
+    off00, off01, off10, off11 = _row_offsets(level_start, y0, x0, width, row_stride, WIDE_INDEX)
+    v00 = _load_rows(value_base, off00, in00, offs_d, d_mask, COMPUTE, EVEN_D)
+    v01 = _load_rows(value_base, off01, in01, offs_d, d_mask, COMPUTE, EVEN_D)
+    v10 = _load_rows(value_base, off10, in10, offs_d, d_mask, COMPUTE, EVEN_D)
+    v11 = _load_rows(value_base, off11, in11, offs_d, d_mask, COMPUTE, EVEN_D)
+    return attn, fx, fy, off00, off01, off10, off11, in00, in01, in10, in11, v00, v01, v10, v11
+
+
+@triton.jit
+def _tile(
+    num_queries,
+    num_heads,
+    HEAD_DIM,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    WIDE_INDEX: tl.constexpr,
+):
+    """This program's batch element, head, queries (+mask), channels (+mask), the rows
+    (query * H + head) of its queries inside the batch element and the batch's first row."""
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    head = pid % num_heads
+    offs_q = (pid // num_heads) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q_mask = offs_q < num_queries
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    qh = _query_head_rows(offs_q, head, num_heads, WIDE_INDEX)
+    return batch, head, q_mask, offs_d, d_mask, qh, batch * num_queries * num_heads
+
+
+@triton.jit
 def _msda_forward_kernel(
     value_ptr,  # [B, S, H, Dh]
     shapes_ptr,  # [L, 2] int64 (height, width)
@@ -171,20 +217,13 @@ def _msda_forward_kernel(
     BLOCK_Q: tl.constexpr,
     UNROLL_POINTS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    batch = tl.program_id(1).to(tl.int64)
-    head = pid % num_heads
-    offs_q = (pid // num_heads) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_mask = offs_q < num_queries
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < HEAD_DIM
+    batch, head, q_mask, offs_d, d_mask, qh, batch_rows = _tile(
+        num_queries, num_heads, HEAD_DIM, BLOCK_Q, BLOCK_D, WIDE_INDEX
+    )
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
-
     row_stride = num_heads * HEAD_DIM
-    value_base = value_ptr + batch * num_tokens * row_stride + head * HEAD_DIM
     # per-batch base pointers (64-bit scalars) + 32-bit vector offsets within the batch element
-    qh = _query_head_rows(offs_q, head, num_heads, WIDE_INDEX)
-    batch_rows = batch * num_queries * num_heads
+    value_base = value_ptr + batch * num_tokens * row_stride + head * HEAD_DIM
     loc_ptr += batch_rows * (2 * NUM_LEVELS * NUM_POINTS)
     attn_ptr += batch_rows * (NUM_LEVELS * NUM_POINTS)
     sample_offs = qh * (NUM_LEVELS * NUM_POINTS)
@@ -196,16 +235,12 @@ def _msda_forward_kernel(
         )
         for pt in tl.range(NUM_POINTS, loop_unroll_factor=NUM_POINTS if UNROLL_POINTS else 1):
             k = lvl * NUM_POINTS + pt
-            attn, fx, fy, x0, y0, in00, in01, in10, in11 = _point_geometry(
-                loc_ptr, attn_ptr, sample_offs, q_mask, k, height_f, width_f, COMPUTE
-            )
-            off00, off01, off10, off11 = _row_offsets(
-                level_start, y0, x0, width, row_stride, WIDE_INDEX
-            )
-            v00 = _load_rows(value_base, off00, in00, offs_d, d_mask, COMPUTE, EVEN_D)
-            v01 = _load_rows(value_base, off01, in01, offs_d, d_mask, COMPUTE, EVEN_D)
-            v10 = _load_rows(value_base, off10, in10, offs_d, d_mask, COMPUTE, EVEN_D)
-            v11 = _load_rows(value_base, off11, in11, offs_d, d_mask, COMPUTE, EVEN_D)
+            attn, fx, fy, off00, off01, off10, off11, in00, in01, in10, in11, v00, v01, v10, v11 = (
+                _sample_point(
+                    loc_ptr, attn_ptr, sample_offs, q_mask, k, level_start, width, height_f,
+                    width_f, value_base, row_stride, offs_d, d_mask, COMPUTE, EVEN_D, WIDE_INDEX,
+                )
+            )  # fmt: skip
             w_top = attn * (1.0 - fy)
             w_bottom = attn * fy
             acc += (w_top * (1.0 - fx))[:, None] * v00
@@ -243,21 +278,14 @@ def _msda_backward_kernel(
     BLOCK_Q: tl.constexpr,
     UNROLL_POINTS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    batch = tl.program_id(1).to(tl.int64)
-    head = pid % num_heads
-    offs_q = (pid // num_heads) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_mask = offs_q < num_queries
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < HEAD_DIM
+    batch, head, q_mask, offs_d, d_mask, qh, batch_rows = _tile(
+        num_queries, num_heads, HEAD_DIM, BLOCK_Q, BLOCK_D, WIDE_INDEX
+    )
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
-
     row_stride = num_heads * HEAD_DIM
     batch_offset = batch * num_tokens * row_stride + head * HEAD_DIM
     value_base = value_ptr + batch_offset
     grad_value_base = grad_value_ptr + batch_offset
-    qh = _query_head_rows(offs_q, head, num_heads, WIDE_INDEX)
-    batch_rows = batch * num_queries * num_heads
     loc_ptr += batch_rows * (2 * NUM_LEVELS * NUM_POINTS)
     grad_loc_ptr += batch_rows * (2 * NUM_LEVELS * NUM_POINTS)
     attn_ptr += batch_rows * (NUM_LEVELS * NUM_POINTS)
@@ -280,16 +308,12 @@ def _msda_backward_kernel(
         )
         for pt in tl.range(NUM_POINTS, loop_unroll_factor=NUM_POINTS if UNROLL_POINTS else 1):
             k = lvl * NUM_POINTS + pt
-            attn, fx, fy, x0, y0, in00, in01, in10, in11 = _point_geometry(
-                loc_ptr, attn_ptr, sample_offs, q_mask, k, height_f, width_f, COMPUTE
-            )
-            off00, off01, off10, off11 = _row_offsets(
-                level_start, y0, x0, width, row_stride, WIDE_INDEX
-            )
-            v00 = _load_rows(value_base, off00, in00, offs_d, d_mask, COMPUTE, EVEN_D)
-            v01 = _load_rows(value_base, off01, in01, offs_d, d_mask, COMPUTE, EVEN_D)
-            v10 = _load_rows(value_base, off10, in10, offs_d, d_mask, COMPUTE, EVEN_D)
-            v11 = _load_rows(value_base, off11, in11, offs_d, d_mask, COMPUTE, EVEN_D)
+            attn, fx, fy, off00, off01, off10, off11, in00, in01, in10, in11, v00, v01, v10, v11 = (
+                _sample_point(
+                    loc_ptr, attn_ptr, sample_offs, q_mask, k, level_start, width, height_f,
+                    width_f, value_base, row_stride, offs_d, d_mask, COMPUTE, EVEN_D, WIDE_INDEX,
+                )
+            )  # fmt: skip
             # <grad_out, corner row> per query: reduced over the head dim in registers
             s00 = tl.sum(grad_out * v00, axis=1)
             s01 = tl.sum(grad_out * v01, axis=1)
@@ -309,18 +333,11 @@ def _msda_backward_kernel(
             grad_y_tile = tl.where(column, grad_y[:, None], grad_y_tile)
 
             weighted = attn[:, None] * grad_out
-            _scatter_rows(
-                grad_value_base, off00, in00, (gy * gx)[:, None] * weighted, offs_d, d_mask, EVEN_D
-            )
-            _scatter_rows(
-                grad_value_base, off01, in01, (gy * fx)[:, None] * weighted, offs_d, d_mask, EVEN_D
-            )
-            _scatter_rows(
-                grad_value_base, off10, in10, (fy * gx)[:, None] * weighted, offs_d, d_mask, EVEN_D
-            )
-            _scatter_rows(
-                grad_value_base, off11, in11, (fy * fx)[:, None] * weighted, offs_d, d_mask, EVEN_D
-            )
+            base = grad_value_base
+            _scatter_rows(base, off00, in00, (gy * gx)[:, None] * weighted, offs_d, d_mask, EVEN_D)
+            _scatter_rows(base, off01, in01, (gy * fx)[:, None] * weighted, offs_d, d_mask, EVEN_D)
+            _scatter_rows(base, off10, in10, (fy * gx)[:, None] * weighted, offs_d, d_mask, EVEN_D)
+            _scatter_rows(base, off11, in11, (fy * fx)[:, None] * weighted, offs_d, d_mask, EVEN_D)
 
     lp_mask = q_mask[:, None] & (offs_lp[None, :] < NUM_LEVELS * NUM_POINTS)
     attn_dtype = grad_attn_ptr.dtype.element_ty
@@ -350,11 +367,11 @@ msda_backward_kernel = _msda_backward_kernel
 msda_forward_kernel_tuned = triton.autotune(
     configs=_all_configs(),
     key=_TUNING_KEY,
-    prune_configs_by={"early_config_prune": _prune_configs},
+    prune_configs_by={"early_config_prune": _pruner(backward=False)},
 )(_msda_forward_kernel)
 msda_backward_kernel_tuned = triton.autotune(
     configs=_all_configs(),
     key=_TUNING_KEY,
-    prune_configs_by={"early_config_prune": _prune_configs},
+    prune_configs_by={"early_config_prune": _pruner(backward=True)},
     reset_to_zero=["grad_value_ptr"],  # the kernel accumulates into it
 )(_msda_backward_kernel)

@@ -21,8 +21,10 @@ cast to ``value.dtype`` at the end. Location/weight gradients are reduced in reg
 
 No host synchronisation: level shapes and start offsets are read by the kernels from the device
 tensors, so they are not checked against ``value`` on the host; a level that does not fit inside
-``value`` (inconsistent shapes) samples zeros instead of reading out of bounds. The first call for a new shape bucket autotunes the tile (it runs the kernel a few times
-and synchronises), so warm up before capturing a CUDA graph.
+``value`` (inconsistent shapes) samples zeros instead of reading out of bounds. The first call for
+a new problem-size bucket autotunes the launch configuration (it compiles and runs the candidates
+and synchronises; the chosen one is logged at DEBUG level), so warm up before capturing a CUDA
+graph.
 
 Set ``TRITON_INTERPRET=1`` before this module's kernels are first used to run them on CPU tensors
 through Triton's interpreter (slow; for tests).
@@ -37,6 +39,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
@@ -60,6 +63,16 @@ class KernelConfig:
     block_q: int = 16
     num_warps: int = 4
     unroll_points: bool = False
+
+
+class _Dims(NamedTuple):
+    batch: int
+    num_tokens: int
+    num_heads: int
+    head_dim: int
+    num_queries: int
+    num_levels: int
+    num_points: int
 
 
 # Used where autotuning cannot run (Triton's interpreter) unless a call passes a config.
@@ -114,8 +127,8 @@ def _check_inputs(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-) -> tuple[int, int, int, int, int, int, int]:
-    """Validates shapes/dtypes/devices (metadata only, no sync); returns B, S, H, Dh, Q, L, P."""
+) -> _Dims:
+    """Validates shapes/dtypes/devices (metadata only, no sync)."""
     if value.dim() != 4:
         raise ValueError(f"value must be [B, S, H, Dh], got shape {tuple(value.shape)}.")
     if value.dtype not in _VALUE_DTYPES:
@@ -165,39 +178,98 @@ def _check_inputs(
             f"the Triton deformable-attention kernels need CUDA tensors, got {value.device} "
             "(set TRITON_INTERPRET=1 to run them on CPU through Triton's interpreter, slowly)."
         )
-    return batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points
+    return _Dims(batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points)
 
 
-def _launch_args(
-    value: torch.Tensor, num_queries: int, num_levels: int, num_points: int
-) -> tuple[dict, int]:
-    """Meta-parameters shared by both kernels, and the number of (query tile x head) programs."""
+def _prepare(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor | Sequence,
+    level_start_index: torch.Tensor | Sequence,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, _Dims]:
+    """int64 contiguous index tensors on value's device, and the validated problem sizes."""
+    spatial_shapes = _as_index_tensor(spatial_shapes, "spatial_shapes", value.device)
+    level_start_index = _as_index_tensor(level_start_index, "level_start_index", value.device)
+    dims = _check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    return spatial_shapes, level_start_index, dims
+
+
+def _launch_args(value: torch.Tensor, dims: _Dims) -> tuple[dict, int]:
+    """Meta-parameters shared by both kernels, and the autotuning bucket of the problem size."""
     import triton
     import triton.language as tl
 
-    batch, num_tokens, num_heads, head_dim = value.shape
-    per_batch = max(
-        num_tokens * num_heads * head_dim,
-        num_queries * num_heads * max(head_dim, 2 * num_levels * num_points),
+    samples = 2 * dims.num_levels * dims.num_points
+    per_batch = max(  # largest element offset inside one batch element
+        dims.num_tokens * dims.num_heads * dims.head_dim,
+        dims.num_queries * dims.num_heads * max(dims.head_dim, samples),
     )
     meta = dict(
-        HEAD_DIM=head_dim,
-        BLOCK_D=triton.next_power_of_2(head_dim),
-        NUM_LEVELS=num_levels,
-        NUM_POINTS=num_points,
+        HEAD_DIM=dims.head_dim,
+        BLOCK_D=triton.next_power_of_2(dims.head_dim),
+        NUM_LEVELS=dims.num_levels,
+        NUM_POINTS=dims.num_points,
         COMPUTE=tl.float64 if value.dtype == torch.float64 else tl.float32,
         WIDE_INDEX=per_batch > _INT32_LIMIT,
-        BLOCK_LP=triton.next_power_of_2(num_levels * num_points),
+        BLOCK_LP=triton.next_power_of_2(dims.num_levels * dims.num_points),
     )
-    work_bucket = triton.next_power_of_2(batch * num_queries * num_heads)
+    work_bucket = triton.next_power_of_2(dims.batch * dims.num_queries * dims.num_heads)
     return meta, work_bucket
 
 
-def _grid(num_queries: int, num_heads: int, batch: int):
-    def grid(meta: dict) -> tuple[int, int]:
-        return ((num_queries + meta["BLOCK_Q"] - 1) // meta["BLOCK_Q"] * num_heads, batch)
+def _launch(
+    kind: str, tensors: list, value: torch.Tensor, dims: _Dims, config: KernelConfig | None
+) -> None:
+    """Runs the ``kind`` ("forward" / "backward") kernel: autotuned on GPUs; a fixed config in
+    the interpreter (which cannot benchmark) or when the caller gives one."""
+    kernels = _kernels()
+    meta, work_bucket = _launch_args(value, dims)
+    if config is None and not _interpreter_enabled():
+        kernel, tile = getattr(kernels, f"msda_{kind}_kernel_tuned"), {}
+    else:
+        config = config or DEFAULT_CONFIG
+        kernel = getattr(kernels, f"msda_{kind}_kernel")
+        tile = {
+            "BLOCK_Q": config.block_q,
+            "UNROLL_POINTS": config.unroll_points,
+            "num_warps": config.num_warps,
+            "num_stages": 1,
+        }
 
-    return grid
+    def grid(launch_meta: dict) -> tuple[int, int]:
+        query_tiles = (dims.num_queries + launch_meta["BLOCK_Q"] - 1) // launch_meta["BLOCK_Q"]
+        return (query_tiles * dims.num_heads, dims.batch)
+
+    sizes = (dims.num_queries, dims.num_tokens, dims.num_heads, work_bucket)
+    kernel[grid](*tensors, *sizes, **meta, **tile)
+    if not tile:
+        _log_tuned_config(kind, kernel, value.dtype, work_bucket, meta)
+
+
+_logged_configs: set[tuple] = set()
+
+
+def _log_tuned_config(kind: str, kernel, dtype: torch.dtype, work_bucket: int, meta: dict) -> None:
+    key = (kind, dtype, work_bucket, *meta.values())
+    if key in _logged_configs or not logger.isEnabledFor(logging.DEBUG):
+        return
+    _logged_configs.add(key)
+    best = kernel.best_config
+    logger.debug(
+        "Triton MSDA %s, value %s, ~%d query-heads, Dh=%d, L=%d, P=%d: BLOCK_Q=%d, %d warps, %s",
+        kind,
+        dtype,
+        work_bucket,
+        meta["HEAD_DIM"],
+        meta["NUM_LEVELS"],
+        meta["NUM_POINTS"],
+        best.kwargs["BLOCK_Q"],
+        best.num_warps,
+        "points unrolled" if best.kwargs["UNROLL_POINTS"] else "points looped",
+    )
 
 
 def _alert_not_deterministic() -> None:
@@ -213,25 +285,6 @@ def _alert_not_deterministic() -> None:
         warnings.warn(message, stacklevel=3)
     else:
         raise RuntimeError(message)
-
-
-def _has_work(
-    out_shape: tuple[int, int, int], num_tokens: int, num_levels: int, num_points: int
-) -> bool:
-    return min(*out_shape, num_tokens, num_levels, num_points) > 0
-
-
-def _pick_kernel(tuned, plain, config: KernelConfig | None) -> tuple:
-    """Autotuned kernel on GPUs; a fixed config in the interpreter or when the caller gives one."""
-    if config is None and not _interpreter_enabled():
-        return tuned, {}
-    config = config or DEFAULT_CONFIG
-    return plain, {
-        "BLOCK_Q": config.block_q,
-        "UNROLL_POINTS": config.unroll_points,
-        "num_warps": config.num_warps,
-        "num_stages": 1,
-    }
 
 
 def msda_forward(
@@ -256,34 +309,15 @@ def msda_forward(
     Returns:
         [B, Q, H * Dh] in value's dtype.
     """
-    spatial_shapes = _as_index_tensor(spatial_shapes, "spatial_shapes", value.device)
-    level_start_index = _as_index_tensor(level_start_index, "level_start_index", value.device)
-    batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points = _check_inputs(
+    spatial_shapes, level_start_index, dims = _prepare(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
-    out_shape = (batch, num_queries, num_heads * head_dim)
-    if not _has_work(out_shape, num_tokens, num_levels, num_points):
+    out_shape = (dims.batch, dims.num_queries, dims.num_heads * dims.head_dim)
+    if min(dims) == 0:
         return value.new_zeros(out_shape)
     output = value.new_empty(out_shape)
-    kernels = _kernels()
-    meta, work_bucket = _launch_args(value, num_queries, num_levels, num_points)
-    kernel, tile = _pick_kernel(
-        kernels.msda_forward_kernel_tuned, kernels.msda_forward_kernel, config
-    )
-    kernel[_grid(num_queries, num_heads, batch)](
-        value.contiguous(),
-        spatial_shapes,
-        level_start_index,
-        sampling_locations.contiguous(),
-        attention_weights.contiguous(),
-        output,
-        num_queries,
-        num_tokens,
-        num_heads,
-        work_bucket,
-        **meta,
-        **tile,
-    )
+    inputs = [value, spatial_shapes, level_start_index, sampling_locations, attention_weights]
+    _launch("forward", [t.contiguous() for t in inputs] + [output], value, dims, config)
     return output
 
 
@@ -306,18 +340,16 @@ def msda_backward(
         (grad_value [B, S, H, Dh] in value's dtype, grad_sampling_locations [B, Q, H, L, P, 2] and
         grad_attention_weights [B, Q, H, L, P] in the dtypes of those inputs).
     """
-    spatial_shapes = _as_index_tensor(spatial_shapes, "spatial_shapes", value.device)
-    level_start_index = _as_index_tensor(level_start_index, "level_start_index", value.device)
-    batch, num_tokens, num_heads, head_dim, num_queries, num_levels, num_points = _check_inputs(
+    spatial_shapes, level_start_index, dims = _prepare(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
-    expected = (batch, num_queries, num_heads * head_dim)
+    expected = (dims.batch, dims.num_queries, dims.num_heads * dims.head_dim)
     if tuple(grad_output.shape) != expected:
         raise ValueError(
             f"grad_output must be [B, Q, H*Dh] = {list(expected)}, got {tuple(grad_output.shape)}."
         )
     _alert_not_deterministic()
-    if not _has_work(expected, num_tokens, num_levels, num_points):
+    if min(dims) == 0:
         return (
             torch.zeros_like(value),
             torch.zeros_like(sampling_locations),
@@ -328,26 +360,8 @@ def msda_backward(
     # every (query, head, level, point) entry of these is written by the kernel
     grad_loc = torch.empty_like(sampling_locations, memory_format=torch.contiguous_format)
     grad_attn = torch.empty_like(attention_weights, memory_format=torch.contiguous_format)
-    kernels = _kernels()
-    meta, work_bucket = _launch_args(value, num_queries, num_levels, num_points)
-    kernel, tile = _pick_kernel(
-        kernels.msda_backward_kernel_tuned, kernels.msda_backward_kernel, config
-    )
-    kernel[_grid(num_queries, num_heads, batch)](
-        grad_output.contiguous(),
-        value.contiguous(),
-        spatial_shapes,
-        level_start_index,
-        sampling_locations.contiguous(),
-        attention_weights.contiguous(),
-        grad_value,
-        grad_loc,
-        grad_attn,
-        num_queries,
-        num_tokens,
-        num_heads,
-        work_bucket,
-        **meta,
-        **tile,
-    )
+    inputs = [grad_output, value, spatial_shapes, level_start_index, sampling_locations]
+    inputs.append(attention_weights)
+    outputs = [grad_value, grad_loc, grad_attn]
+    _launch("backward", [t.contiguous() for t in inputs] + outputs, value, dims, config)
     return grad_value.to(value.dtype), grad_loc, grad_attn

@@ -376,6 +376,7 @@ def _run_interpreter_worker() -> dict:
     reports["_empty"] = empty
     reports["_available"] = msda_triton.is_available()
     reports["_guards"] = _check_guards()
+    reports["_tuning_space"] = _tuning_space()
     reports["_benchmark"] = _run_benchmark_smoke()
     return reports
 
@@ -408,6 +409,22 @@ def _check_guards() -> dict:
     finally:
         torch.use_deterministic_algorithms(False)
     return result
+
+
+def _tuning_space() -> dict:
+    """The autotuner's candidate configs per pass, value dtype and head dim."""
+    from detrex_ext.layers import _ms_deform_attn_triton_kernels as kernels
+
+    space = {}
+    for backward in (False, True):
+        for dtype in ("fp32", "bf16"):
+            value = torch.empty(0, dtype=DTYPES[dtype])
+            for head_dim in (1, 2, 8, 32, 64, 128, 256, 1024):
+                prune = kernels._pruner(backward)
+                configs = prune(kernels._all_configs(), {"value_ptr": value}, BLOCK_D=head_dim)
+                key = f"{'bwd' if backward else 'fwd'}_{dtype}_{head_dim}"
+                space[key] = [[c.kwargs["BLOCK_Q"], c.num_warps, c.kwargs["UNROLL_POINTS"]] for c in configs]  # fmt: skip
+    return space
 
 
 def _load_benchmark_tool():
@@ -489,6 +506,20 @@ def test_interpreter_inconsistent_shapes_read_zeros_and_determinism_is_honoured(
 
 
 @needs_triton
+def test_tuning_space(interpreter_reports):
+    space = interpreter_reports["_tuning_space"]
+    assert all(space.values()), "every head dim keeps at least one config"
+    # Mask DINO's head dim: the notes' best probe tiles are candidates, looped and unrolled
+    assert [16, 4, False] in space["fwd_fp32_32"] and [32, 4, False] in space["fwd_fp32_32"]
+    assert [16, 4, True] in space["fwd_fp32_32"] and [16, 4, True] in space["bwd_bf16_32"]
+    assert len(space["fwd_fp32_32"]) <= 8  # bounded first-call compile time
+    # 16-bit backward: only 4 elements per thread and load (no layout conversions)
+    assert space["bwd_bf16_32"] == [[16, 4, False], [32, 8, False], [16, 4, True]]
+    # wide heads keep register tiles small
+    assert all(bq * 256 <= 4096 for bq, _, _ in space["fwd_fp32_256"])
+
+
+@needs_triton
 def test_benchmark_tool_smoke_run_in_interpreter(interpreter_reports):
     run = interpreter_reports["_benchmark"]
     assert run["code"] == 0, run["stdout"]
@@ -529,7 +560,7 @@ def test_gpu_every_tuned_config_is_correct():
     base = GPU_CASES[1]  # bf16 value, encoder-like
     configs = kernels._all_configs()
     for head_dim in (32, 128):
-        for c in kernels._prune_configs(configs, {}, BLOCK_D=head_dim):
+        for c in kernels._pruner(backward=False)(configs, {}, BLOCK_D=head_dim):
             config = (c.kwargs["BLOCK_Q"], c.num_warps, c.kwargs["UNROLL_POINTS"])
             case = dataclasses.replace(base, queries=999, head_dim=head_dim, heads=2, config=config)
             check_report(case, compare_case(case, "cuda"))
