@@ -29,7 +29,9 @@ def convert_official(src: str, dst: str) -> dict:
     checkpoint = torch.load(src, map_location="cpu", weights_only=True)
     state_dict = adapt_checkpoint_state_dict(checkpoint)
     if not any(".predictor." in k for k in state_dict):
-        raise ValueError(f"{src} does not look like a Mask DINO checkpoint (no '*.predictor.*' keys)")
+        raise ValueError(
+            f"{src} does not look like a Mask DINO checkpoint (no '*.predictor.*' keys)"
+        )
     folder = os.path.dirname(os.path.abspath(dst))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")

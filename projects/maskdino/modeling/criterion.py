@@ -19,14 +19,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detrex_ext.layers import (
-    box_cxcywh_to_xyxy,
-    generalized_box_iou,
-    get_uncertain_point_coords_with_randomness,
-    point_sample,
+from detrex_ext.modeling import (
+    giou_loss,
+    l1_box_loss,
+    point_sampled_mask_losses,
+    reduce_num_objects,
+    sigmoid_focal_loss,
 )
-from detrex_ext.modeling import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
-from detrex_ext.utils import comm
 
 __all__ = ["SetCriterion"]
 
@@ -37,11 +36,6 @@ LOSS_NAMES = {
 }
 
 Indices = list[tuple[Tensor, Tensor]]
-
-
-def uncertainty(logits: Tensor) -> Tensor:
-    """PointRend uncertainty of class-agnostic mask logits `[R, 1, P]`: -|logit|."""
-    return -torch.abs(logits)
 
 
 class SetCriterion(nn.Module):
@@ -61,6 +55,7 @@ class SetCriterion(nn.Module):
         panoptic_on: box losses on thing classes only (class id < `num_thing_classes`).
         semantic_ce_loss: softmax CE class loss with C + 1 logits.
         num_thing_classes: ids below it are things (80 for COCO), for `panoptic_on`.
+        giou_eps: epsilon of the GIoU loss (the official box ops use 1e-6).
     """
 
     def __init__(
@@ -79,6 +74,7 @@ class SetCriterion(nn.Module):
         panoptic_on: bool = False,
         semantic_ce_loss: bool = False,
         num_thing_classes: int = 80,
+        giou_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         for name in list(losses) + list(dn_losses):
@@ -98,6 +94,7 @@ class SetCriterion(nn.Module):
         self.panoptic_on = panoptic_on
         self.semantic_ce_loss = semantic_ce_loss
         self.num_thing_classes = num_thing_classes
+        self.giou_eps = giou_eps
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
@@ -113,7 +110,9 @@ class SetCriterion(nn.Module):
         """`[B, Q]` class of each query: its matched label, else C ("no object")."""
         idx = self._src_idx(indices)
         matched = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-        classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        classes = torch.full(
+            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
+        )
         classes[idx] = matched
         return classes
 
@@ -129,7 +128,9 @@ class SetCriterion(nn.Module):
         loss = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=self.focal_alpha, gamma=2)
         return {"loss_ce": loss * logits.shape[1]}
 
-    def loss_labels_ce(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+    def loss_labels_ce(
+        self, outputs: dict, targets: list[dict], indices: Indices, num_boxes
+    ) -> dict:
         """Softmax CE over C + 1 logits, "no object" weighted by eos_coef (weighted mean)."""
         logits = outputs["pred_logits"].float()
         classes = self._target_classes(logits, targets, indices)
@@ -144,33 +145,28 @@ class SetCriterion(nn.Module):
             labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
             isthing = labels < self.num_thing_classes
             src, tgt = src[isthing], tgt[isthing]
-        loss_bbox = F.l1_loss(src, tgt, reduction="none").sum() / num_boxes
-        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
-        return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
-
-    def loss_masks(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
-        """Point-sampled BCE and dice of matched masks, / num_boxes."""
-        src_masks = outputs["pred_masks"][self._src_idx(indices)][:, None]
-        # Same order as the predictions: image by image, in the matcher's order.
-        tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
-        tgt_masks = tgt_masks.to(src_masks)[:, None]
-        with torch.no_grad():
-            coords = get_uncertain_point_coords_with_randomness(
-                src_masks,
-                uncertainty,
-                self.num_points,
-                self.oversample_ratio,
-                self.importance_sample_ratio,
-            )
-            labels = point_sample(tgt_masks, coords, align_corners=False).squeeze(1)
-        logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
-        logits, labels = logits.float(), labels.float()
         return {
-            "loss_mask": sigmoid_ce_loss(logits, labels, num_boxes),
-            "loss_dice": dice_loss(logits, labels, num_boxes),
+            "loss_bbox": l1_box_loss(src, tgt, num_boxes),
+            "loss_giou": giou_loss(src, tgt, num_boxes, eps=self.giou_eps),
         }
 
-    def get_loss(self, loss: str, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+    def loss_masks(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
+        """Point-sampled BCE and dice of matched masks (PointRend sampling), / num_boxes."""
+        src_masks = outputs["pred_masks"][self._src_idx(indices)]
+        # Same order as the predictions: image by image, in the matcher's order.
+        tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+        return point_sampled_mask_losses(
+            src_masks,
+            tgt_masks,
+            num_boxes,
+            self.num_points,
+            self.oversample_ratio,
+            self.importance_sample_ratio,
+        )
+
+    def get_loss(
+        self, loss: str, outputs: dict, targets: list[dict], indices: Indices, num_boxes
+    ) -> dict:
         if loss == "labels":
             fn = self.loss_labels_ce if self.semantic_ce_loss else self.loss_labels
         elif loss == "masks":
@@ -180,27 +176,6 @@ class SetCriterion(nn.Module):
         return fn(outputs, targets, indices, num_boxes)
 
     # ------------------------------------------------------------------ forward
-    def num_boxes(self, targets: list[dict], device: torch.device):
-        """GT count averaged over processes, at least 1 (a float, or a tensor when distributed)."""
-        count = float(sum(len(t["labels"]) for t in targets))
-        if comm.get_world_size() > 1:
-            total = torch.as_tensor([count], dtype=torch.float, device=device)
-            torch.distributed.all_reduce(total)
-            return torch.clamp(total / comm.get_world_size(), min=1)[0]
-        return max(count, 1.0)
-
-    @staticmethod
-    def dn_indices(targets: list[dict], scalar: int, single_pad: int) -> Indices:
-        """Fixed DN assignment: prediction slot g * single_pad + j <-> ground truth j."""
-        indices = []
-        for t in targets:
-            n = len(t["labels"])
-            device = t["labels"].device
-            gt = torch.arange(n, dtype=torch.long, device=device).unsqueeze(0).repeat(scalar, 1)
-            offsets = (torch.arange(scalar, device=device) * single_pad).long().unsqueeze(1)
-            indices.append(((offsets + gt).flatten(), gt.flatten()))
-        return indices
-
     def _dn_zero_losses(self, suffix: str, device: torch.device) -> dict:
         names = [n for group in self.dn_losses for n in LOSS_NAMES[group]]
         return {f"{n}{suffix}": torch.zeros((), device=device) for n in names}
@@ -226,16 +201,19 @@ class SetCriterion(nn.Module):
         device = outputs["pred_logits"].device
         use_dn = self.dn != "no" and dn_meta is not None
         if use_dn:
-            scalar, single_pad = dn_meta["scalar"], dn_meta["single_pad"]
+            scalar = dn_meta["scalar"]
             dn_out = dn_meta["output_known_lbs_bboxes"]
-            dn_idx = self.dn_indices(targets, scalar, single_pad)
+            # Fixed assignment: DN slot g * max_objects + j reconstructs ground truth j.
+            dn_idx = dn_meta["indices"]
         main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         indices = self.matcher(main, targets)
-        num_boxes = self.num_boxes(targets, device)
+        num_boxes = reduce_num_objects(sum(len(t["labels"]) for t in targets), device)
 
         losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "")
         if use_dn:
-            losses.update(self._losses(self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn"))
+            losses.update(
+                self._losses(self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn")
+            )
         elif self.dn != "no":
             losses.update(self._dn_zero_losses("_dn", device))
 
@@ -249,8 +227,12 @@ class SetCriterion(nn.Module):
             if use_dn:
                 losses.update(
                     self._losses(
-                        self.dn_losses, dn_out["aux_outputs"][i], targets, dn_idx,
-                        num_boxes * scalar, f"_dn_{i}",
+                        self.dn_losses,
+                        dn_out["aux_outputs"][i],
+                        targets,
+                        dn_idx,
+                        num_boxes * scalar,
+                        f"_dn_{i}",
                     )
                 )
             elif self.dn != "no":
@@ -259,7 +241,9 @@ class SetCriterion(nn.Module):
         if "interm_outputs" in outputs:
             interm = outputs["interm_outputs"]
             interm_indices = self.matcher(interm, targets)
-            losses.update(self._losses(self.losses, interm, targets, interm_indices, num_boxes, "_interm"))
+            losses.update(
+                self._losses(self.losses, interm, targets, interm_indices, num_boxes, "_interm")
+            )
         return losses
 
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detrex_ext.layers import MLP, Conv2d, inverse_sigmoid
+from detrex_ext.layers import MLP, Conv2d, DenoisingQueryGenerator, inverse_sigmoid
 
 from .decoder_layers import TransformerDecoder
-from .denoising import MaskDINODenoising, dn_attention_mask
 from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 
 __all__ = ["MaskDINODecoder"]
@@ -83,7 +82,9 @@ class MaskDINODecoder(nn.Module):
     ) -> None:
         super().__init__()
         if initialize_box_type not in BOX_INIT_TYPES:
-            raise ValueError(f"initialize_box_type must be one of {BOX_INIT_TYPES}, got {initialize_box_type!r}")
+            raise ValueError(
+                f"initialize_box_type must be one of {BOX_INIT_TYPES}, got {initialize_box_type!r}"
+            )
         if dn not in DN_TYPES:
             raise ValueError(f"dn must be one of {DN_TYPES}, got {dn!r}")
         if initialize_box_type != "no" and not (two_stage and initial_pred):
@@ -118,7 +119,9 @@ class MaskDINODecoder(nn.Module):
             else:
                 self.input_proj.append(nn.Sequential())
 
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1 if semantic_ce_loss else num_classes)
+        self.class_embed = nn.Linear(
+            hidden_dim, num_classes + 1 if semantic_ce_loss else num_classes
+        )
         self.label_enc = nn.Embedding(num_classes, hidden_dim)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
@@ -140,11 +143,13 @@ class MaskDINODecoder(nn.Module):
         self.bbox_embed = nn.ModuleList([self._bbox_embed for _ in range(dec_layers)])
         self.decoder.bbox_embed = self.bbox_embed
 
-        self.denoising = MaskDINODenoising(
+        # Mask DINO's DN variant: label flips with probability noise_scale / 2, center/size box
+        # noise, no negatives, skipped when a batch image has more than dn_num objects.
+        self.dn_generator = DenoisingQueryGenerator(
             num_classes=num_classes,
-            hidden_dim=hidden_dim,
-            dn_num=dn_num,
-            noise_scale=noise_scale,
+            num_dn_queries=dn_num,
+            label_noise_prob=noise_scale * 0.5,
+            box_noise_scale=noise_scale,
         )
 
     # ------------------------------------------------------------------ heads
@@ -267,18 +272,15 @@ class MaskDINODecoder(nn.Module):
             tgt = self.query_feat.weight[None].expand(batch, -1, -1)
             refpoint = self.query_embed.weight[None].expand(batch, -1, -1)
 
-        dn_meta, attn_mask = None, None
+        dn, attn_mask = None, None
         if self.dn != "no" and self.training:
             if targets is None:
-                raise ValueError("denoising training needs targets")
-            dn_queries = self.denoising(targets, self.label_enc)
-            if dn_queries is not None:
-                dn_label, dn_box, dn_meta = dn_queries
-                tgt = torch.cat([dn_label, tgt], dim=1)
-                refpoint = torch.cat([dn_box, refpoint], dim=1)
-                attn_mask = dn_attention_mask(
-                    dn_meta["single_pad"], dn_meta["scalar"], self.num_queries, tgt.device
-                )
+                raise ValueError("denoising training needs targets (labels and boxes per image)")
+            dn = self.dn_generator(targets, self.num_queries, self.label_enc)
+            if dn is not None:
+                tgt = torch.cat([dn.content, tgt], dim=1)
+                refpoint = torch.cat([dn.anchor_logits, refpoint], dim=1)
+                attn_mask = dn.attn_mask
 
         predictions_class, predictions_mask = [], []
         if self.initial_pred:
@@ -298,12 +300,20 @@ class MaskDINODecoder(nn.Module):
 
         out_boxes = self.pred_box(references, hs, refpoint.sigmoid() if self.initial_pred else None)
         out_boxes = list(out_boxes)
-        if dn_meta is not None:
-            pad = dn_meta["pad_size"]
-            dn_class = [c[:, :pad] for c in predictions_class]
-            dn_mask = [m[:, :pad] for m in predictions_mask]
-            dn_boxes = [b[:, :pad] for b in out_boxes]
-            dn_meta["output_known_lbs_bboxes"] = self._pack(dn_class, dn_mask, dn_boxes)
+        dn_meta = None
+        if dn is not None:
+            pad = dn.pad_size
+            dn_meta = {
+                "pad_size": pad,
+                "scalar": dn.num_groups,
+                "single_pad": dn.max_objects,
+                "indices": dn.indices,
+                "output_known_lbs_bboxes": self._pack(
+                    [c[:, :pad] for c in predictions_class],
+                    [m[:, :pad] for m in predictions_mask],
+                    [b[:, :pad] for b in out_boxes],
+                ),
+            }
             predictions_class = [c[:, pad:] for c in predictions_class]
             predictions_mask = [m[:, pad:] for m in predictions_mask]
             out_boxes = [b[:, pad:] for b in out_boxes]

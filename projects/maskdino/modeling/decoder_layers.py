@@ -14,7 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detrex_ext.layers import MLP, MultiScaleDeformableAttention, box_sine_embedding, inverse_sigmoid
+from detrex_ext.layers import (
+    MLP,
+    MultiScaleDeformableAttention,
+    box_sine_embedding,
+    inverse_sigmoid,
+)
 
 __all__ = ["DeformableTransformerDecoderLayer", "TransformerDecoder"]
 
@@ -114,7 +119,13 @@ class TransformerDecoder(nn.Module):
     """
 
     def __init__(
-        self, *, num_layers: int, norm: nn.LayerNorm, d_model: int = 256, query_dim: int = 4, **layer_kwargs
+        self,
+        *,
+        num_layers: int,
+        norm: nn.LayerNorm,
+        d_model: int = 256,
+        query_dim: int = 4,
+        **layer_kwargs,
     ) -> None:
         super().__init__()
         if query_dim != 4:
@@ -167,7 +178,7 @@ class TransformerDecoder(nn.Module):
         output = tgt
         for layer_id, layer in enumerate(self.layers):
             ref_input = reference[:, :, None].expand(-1, -1, num_levels, -1)
-            query_pos = self.ref_point_head(box_sine_embedding(reference))
+            query_pos = self.ref_point_head(box_sine_embedding(reference, self.d_model // 2))
             output = layer(
                 output, query_pos, ref_input, memory, spatial_shapes, level_start_index, tgt_mask
             )

@@ -153,7 +153,9 @@ def panoptic_inference(
     cur_mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
     things = set(int(t) for t in thing_ids)
     classes = cur_classes.tolist()
-    won = cur_mask_ids[None] == torch.arange(len(classes), device=cur_mask_ids.device)[:, None, None]
+    won = (
+        cur_mask_ids[None] == torch.arange(len(classes), device=cur_mask_ids.device)[:, None, None]
+    )
     own = cur_masks >= 0.5
     regions = won & own
     # One transfer for all areas instead of three per query.

@@ -207,7 +207,9 @@ class MaskDINO(nn.Module):
     ) -> Tensor:
         """Upsample `[K, h/4, w/4]` mask logits to the padded input, then crop and resize to
         (height, width), as the official code does (padded resize, then `sem_seg_postprocess`)."""
-        masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[0]
+        masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[
+            0
+        ]
         return sem_seg_postprocess(masks, image_size, height, width)
 
     def inference(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
@@ -250,8 +252,14 @@ class MaskDINO(nn.Module):
                 )
             if self.instance_on:
                 result["instances"] = self._instance_result(
-                    mask_cls, mask_pred, outputs["pred_boxes"][b].float(), full_masks,
-                    padded_size, image_size, height, width,
+                    mask_cls,
+                    mask_pred,
+                    outputs["pred_boxes"][b].float(),
+                    full_masks,
+                    padded_size,
+                    image_size,
+                    height,
+                    width,
                 )
             results.append(result)
         return results

@@ -53,9 +53,8 @@ class DatasetMetadata:
             return self.source
         from detrex_ext.data import MetadataCatalog
 
-        if hasattr(MetadataCatalog, "list") and self.source not in MetadataCatalog.list():
-            return None
         try:
+            # Built-in names resolve lazily; an unknown name gives empty metadata.
             return MetadataCatalog.get(self.source)
         except KeyError:
             return None

@@ -234,7 +234,9 @@ class MaskDINOEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if feature_order not in ("low2high", "high2low"):
-            raise ValueError(f"feature_order must be 'low2high' or 'high2low', got {feature_order!r}")
+            raise ValueError(
+                f"feature_order must be 'low2high' or 'high2low', got {feature_order!r}"
+            )
         shapes = {k: as_shape_spec(v) for k, v in input_shape.items()}
         missing = [f for f in transformer_in_features if f not in shapes]
         if missing:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detrex_ext.layers import box_xyxy_to_cxcywh, inverse_sigmoid
-from detrex_ext.structures import BitMasks
+from detrex_ext.layers import box_xyxy_to_cxcywh, inverse_sigmoid, masks_to_boxes
 
-__all__ = ["encoder_output_proposals", "masks_to_anchor_boxes", "inclusive_masks_to_boxes"]
+__all__ = ["encoder_output_proposals", "masks_to_anchor_boxes"]
 
 
 def encoder_output_proposals(
@@ -53,26 +52,6 @@ def encoder_output_proposals(
     return output_memory, proposals
 
 
-def inclusive_masks_to_boxes(masks: Tensor) -> Tensor:
-    """Official `mask2box`: xyxy boxes with an **inclusive** max, `[N, h, w]` bool -> `[N, 4]`.
-
-    Empty masks give (1e8, 1e8, 0, 0), as in the official code.
-    """
-    if masks.numel() == 0:
-        return masks.new_zeros((masks.shape[0], 4), dtype=torch.float32)
-    h, w = masks.shape[-2:]
-    ys = torch.arange(h, dtype=torch.float32, device=masks.device)
-    xs = torch.arange(w, dtype=torch.float32, device=masks.device)
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    x_mask = masks * x
-    y_mask = masks * y
-    x_max = x_mask.flatten(1).max(-1)[0]
-    y_max = y_mask.flatten(1).max(-1)[0]
-    x_min = x_mask.masked_fill(~masks, 1e8).flatten(1).min(-1)[0]
-    y_min = y_mask.masked_fill(~masks, 1e8).flatten(1).min(-1)[0]
-    return torch.stack([x_min, y_min, x_max, y_max], 1)
-
-
 def masks_to_anchor_boxes(mask_logits: Tensor, box_type: str) -> Tensor:
     """Mask-enhanced anchor initialisation: predicted masks -> anchor logits.
 
@@ -87,11 +66,15 @@ def masks_to_anchor_boxes(mask_logits: Tensor, box_type: str) -> Tensor:
     b, q, h, w = mask_logits.shape
     binary = mask_logits.detach().flatten(0, 1) > 0
     if box_type == "mask2box":
-        boxes = inclusive_masks_to_boxes(binary)
+        # Inclusive max; empty masks give (1e8, 1e8, 0, 0) like the official `masks_to_boxes`.
+        boxes = masks_to_boxes(binary, exclusive_max=False, empty_box=(1e8, 1e8, 0.0, 0.0))
     elif box_type == "bitmask":
-        boxes = BitMasks(binary).get_bounding_boxes().tensor
+        # detectron2 BitMasks.get_bounding_boxes: exclusive max, empty masks give zeros.
+        boxes = masks_to_boxes(binary, exclusive_max=True)
     else:
-        raise ValueError(f"unknown initialize_box_type {box_type!r}; use 'no', 'bitmask' or 'mask2box'")
+        raise ValueError(
+            f"unknown initialize_box_type {box_type!r}; use 'no', 'bitmask' or 'mask2box'"
+        )
     scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
     boxes = box_xyxy_to_cxcywh(boxes) / scale
     return inverse_sigmoid(boxes.reshape(b, q, 4))

@@ -37,11 +37,7 @@ def maskdino_weight_dict(
         weights.update({f"{k}_dn": v for k, v in list(weights.items())})
     elif dn == "standard":
         weights.update(
-            {
-                f"{k}_dn": v
-                for k, v in list(weights.items())
-                if k not in ("loss_mask", "loss_dice")
-            }
+            {f"{k}_dn": v for k, v in list(weights.items()) if k not in ("loss_mask", "loss_dice")}
         )
     if deep_supervision:
         base = list(weights.items())
