@@ -42,6 +42,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import torch
+
 TARGETS = {  # issue 7: speed-ups of Triton over PyTorch at encoder_train on one H200
     ("encoder_train", "fp32", "forward"): 16.0,
     ("encoder_train", "fp32", "forward+backward"): 16.0,
@@ -108,25 +110,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_inputs(shape: Shape, dtype, device: str, locations: str, seed: int) -> dict:
     """value [B,S,H,D] in ``dtype``; fp32 locations [B,Q,H,L,P,2] and softmax weights [B,Q,H,L,P]."""
-    import torch
-
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    b, q, h, p, num_levels = (
-        shape.batch,
-        shape.num_queries,
-        shape.heads,
-        shape.points,
-        len(shape.levels),
-    )
+    b, q, h, p = shape.batch, shape.num_queries, shape.heads, shape.points
+    num_levels = len(shape.levels)
     value = torch.randn(b, shape.tokens, h, shape.head_dim, generator=gen)
     sizes = torch.tensor([(w, hh) for hh, w in shape.levels], dtype=torch.float32)  # (x, y) sizes
     if locations == "uniform":
         loc = torch.rand(b, q, h, num_levels, p, 2, generator=gen)
     else:  # reference point (a pixel centre for the encoder, random for the decoder) + ~2 px
         if shape.queries is None:
-            centres = torch.cat(
-                [_pixel_centres(hh, w) for hh, w in shape.levels]
-            )  # [S, 2] in [0, 1]
+            centres = torch.cat([_pixel_centres(hh, w) for hh, w in shape.levels])  # [S, 2]
             ref = centres[None, :, None, None, None, :].expand(b, q, 1, 1, 1, 2)
         else:
             ref = torch.rand(b, q, 1, 1, 1, 2, generator=gen)
@@ -148,9 +141,7 @@ def make_inputs(shape: Shape, dtype, device: str, locations: str, seed: int) -> 
     }
 
 
-def _pixel_centres(height: int, width: int):
-    import torch
-
+def _pixel_centres(height: int, width: int) -> torch.Tensor:
     ys, xs = torch.meshgrid(
         (torch.arange(height) + 0.5) / height, (torch.arange(width) + 0.5) / width, indexing="ij"
     )
@@ -164,14 +155,11 @@ class Timer:
     """Median of individually timed calls: CUDA events on GPU, perf_counter on CPU."""
 
     def __init__(self, device: str) -> None:
-        import torch
-
-        self.torch = torch
         self.cuda = device.startswith("cuda")
 
     def sync(self) -> None:
         if self.cuda:
-            self.torch.cuda.synchronize()
+            torch.cuda.synchronize()
 
     def median_ms(self, fn: Callable[[], object], warmup: int, repeats: int) -> float:
         for _ in range(warmup):
@@ -180,8 +168,8 @@ class Timer:
         times = []
         for _ in range(repeats):
             if self.cuda:
-                start = self.torch.cuda.Event(enable_timing=True)
-                end = self.torch.cuda.Event(enable_timing=True)
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
                 start.record()
                 fn()
                 end.record()
@@ -198,38 +186,40 @@ class Timer:
         if not self.cuda:
             return None
         self.sync()
-        before = self.torch.cuda.memory_allocated()
-        self.torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
         fn()
         self.sync()
-        return (self.torch.cuda.max_memory_allocated() - before) / 2**20
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
 # ----------------------------------------------------------------------------- measurements
 
 
+OP_ARGS = (
+    "value",
+    "spatial_shapes",
+    "level_start_index",
+    "sampling_locations",
+    "attention_weights",
+)
+DIFFERENTIABLE = (0, 3, 4)  # value, sampling_locations, attention_weights
+
+
 def _call(op, inputs: dict, requires_grad: bool):
-    keys = (
-        "value",
-        "spatial_shapes",
-        "level_start_index",
-        "sampling_locations",
-        "attention_weights",
-    )
-    args = [inputs[k] for k in keys]
+    """One op call; with ``requires_grad`` also its backward. Returns (output, grads or None)."""
+    args = [inputs[k] for k in OP_ARGS]
     if requires_grad:
-        for i in (0, 3, 4):
+        for i in DIFFERENTIABLE:
             args[i] = args[i].detach().requires_grad_()
     out = op(*args)
     if not requires_grad:
         return out, None
     out.backward(inputs["grad_output"])
-    return out, [args[i].grad for i in (0, 3, 4)]
+    return out, [args[i].grad for i in DIFFERENTIABLE]
 
 
 def measure_path(path: str, inputs: dict, timer: Timer, args: argparse.Namespace) -> dict:
-    import torch
-
     from detrex_ext.layers import multi_scale_deformable_attn, set_msda_backend
 
     set_msda_backend(path)
@@ -278,8 +268,6 @@ def triton_configs() -> dict:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    import torch
-
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     shapes = TOY_SHAPES if args.interpret else SHAPES
     timer = Timer(args.device)
@@ -355,8 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.interpret:
         # must be set before the Triton kernels are first imported (decorated)
         os.environ["TRITON_INTERPRET"] = "1"
-    import torch
-
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
             "CUDA is not available: this benchmark times GPU kernels and needs an NVIDIA (or ROCm) "

@@ -90,8 +90,9 @@ def _point_geometry(loc_ptr, attn_ptr, sample_offs, q_mask, k, height_f, width_f
     (x0, y0) and the four in-bounds masks of the corners (top-left, top-right, bottom-left,
     bottom-right). Bounds are tested on the floored floats, so far-away points never overflow int32.
     """
-    loc_x = tl.load(loc_ptr + 2 * (sample_offs + k), mask=q_mask, other=0.0).to(COMPUTE)
-    loc_y = tl.load(loc_ptr + 2 * (sample_offs + k) + 1, mask=q_mask, other=0.0).to(COMPUTE)
+    xy_ptrs = loc_ptr + 2 * (sample_offs + k)[:, None] + tl.arange(0, 2)[None, :]
+    loc_xy = tl.load(xy_ptrs, mask=q_mask[:, None], other=0.0).to(COMPUTE)
+    loc_x, loc_y = tl.split(loc_xy)
     attn = tl.load(attn_ptr + sample_offs + k, mask=q_mask, other=0.0).to(COMPUTE)
     # align_corners=False: pixel centre i sits at normalised (i + 0.5) / size
     x = loc_x * width_f - 0.5

@@ -264,17 +264,35 @@ def run_custom_op(case: Case, inputs: dict, compile: bool = False) -> dict[str, 
     return {"output": out.detach(), **dict(zip(GRADIENTS, grads))}
 
 
+def kink_mask(case: Case, sampling_locations: torch.Tensor) -> torch.Tensor:
+    """[B,Q,H,L,P,2] True where the pixel coordinate is within 1e-3 of an integer but not on it.
+
+    There the derivative along that axis jumps (the sample changes cell), and the kernel's fp32
+    coordinate may land on the other side of the integer than the float64 reference's; points
+    exactly on integers (the border cases) are unambiguous and stay checked.
+    """
+    sizes = torch.tensor([(w, h) for h, w in case.shapes], dtype=torch.float64)
+    pixels = sampling_locations.double().cpu() * sizes[:, None, :] - 0.5
+    distance = (pixels - pixels.round()).abs()
+    return ((distance > 0) & (distance < 1e-3)).to(sampling_locations.device)
+
+
 def compare_case(case: Case, device: str, runner=run_triton_functions) -> dict:
     """Runs the Triton kernels on one case; errors vs the reference and result dtypes."""
     inputs = make_inputs(case, device)
     results = runner(case, inputs)
     expected = reference_results(case, inputs)
+    ambiguous = kink_mask(case, inputs["sampling_locations"])
     report = {}
     for key, tensor in results.items():
+        reference = expected[key]
+        if key == "grad_sampling_locations":
+            tensor = tensor.masked_fill(ambiguous, 0)
+            reference = reference.masked_fill(ambiguous, 0)
         report[key] = {
-            "error": relative_error(tensor, expected[key]),
+            "error": relative_error(tensor, reference),
             # error of the exact result merely rounded to the returned dtype
-            "rounding": relative_error(expected[key].to(tensor.dtype), expected[key]),
+            "rounding": relative_error(reference.to(tensor.dtype), reference),
             "dtype": str(tensor.dtype).replace("torch.", ""),
             "shape": list(tensor.shape),
             "finite": bool(torch.isfinite(tensor).all()),
