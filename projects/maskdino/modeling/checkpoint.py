@@ -24,6 +24,7 @@ __all__ = [
     "decoder_load_pre_hook",
     "adapt_checkpoint_state_dict",
     "unwrap_checkpoint",
+    "describe_layout_mismatch",
 ]
 
 _PREDICTOR_LAYER = re.compile(r"^(.*)decoder\.layers\.(\d+)\.")
@@ -105,3 +106,28 @@ def adapt_checkpoint_state_dict(
             if key.endswith("empty_weight") and key not in state_dict:
                 state_dict[key] = torch.as_tensor(value).clone()
     return state_dict
+
+
+_LEVEL_EMBED = "sem_seg_head.pixel_decoder.transformer.level_embed"
+_CLASS_EMBED = "sem_seg_head.predictor.class_embed.weight"
+
+
+def describe_layout_mismatch(checkpoint: Mapping, model_state_dict: Mapping) -> list[str]:
+    """Explain the usual config / checkpoint pairing mistakes (feature levels, class count)."""
+    messages = []
+    ckpt, own = checkpoint.get(_LEVEL_EMBED), model_state_dict.get(_LEVEL_EMBED)
+    if ckpt is not None and own is not None and ckpt.shape[0] != own.shape[0]:
+        messages.append(
+            f"the checkpoint was trained with {ckpt.shape[0]} feature levels but the model has "
+            f"{own.shape[0]} (sem_seg_head.pixel_decoder.total_num_feature_levels): the "
+            "deformable attention weights will not load; use the config released with this "
+            "checkpoint (e.g. *_hid1024 for 3 levels, the R50 reference config for 4, Swin-L for 5)"
+        )
+    ckpt, own = checkpoint.get(_CLASS_EMBED), model_state_dict.get(_CLASS_EMBED)
+    if ckpt is not None and own is not None and ckpt.shape[0] != own.shape[0]:
+        messages.append(
+            f"the checkpoint's class head has {ckpt.shape[0]} outputs but the model's has "
+            f"{own.shape[0]} (model.num_classes, +1 with the semantic CE loss): the class head "
+            "and label embedding are not loaded (expected when fine-tuning on new classes)"
+        )
+    return messages

@@ -18,7 +18,7 @@ from detrex_ext.modeling.postprocessing import sem_seg_postprocess
 from detrex_ext.structures import BitMasks, ImageList, Instances
 
 from . import inference
-from .checkpoint import adapt_checkpoint_state_dict
+from .checkpoint import adapt_checkpoint_state_dict, describe_layout_mismatch
 from .metadata import DatasetMetadata
 
 __all__ = ["MaskDINO"]
@@ -129,7 +129,11 @@ class MaskDINO(nn.Module):
         Accepts a bare state_dict or `{"model": state_dict}`; fills every alias of the shared box
         MLP and of `decoder_norm`. See `projects.maskdino.modeling.checkpoint`.
         """
-        return adapt_checkpoint_state_dict(state_dict, self.state_dict())
+        own = self.state_dict()
+        adapted = adapt_checkpoint_state_dict(state_dict, own)
+        for message in describe_layout_mismatch(adapted, own):
+            logger.warning(message)
+        return adapted
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: list[dict]):
@@ -160,7 +164,9 @@ class MaskDINO(nn.Module):
             return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
 
         outputs, _ = self.sem_seg_head(features)
-        return self.inference(outputs, batched_inputs, images)
+        # Post-processing runs in float32 even under autocast (the official evaluation is fp32).
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.inference(outputs, batched_inputs, images)
 
     # ------------------------------------------------------------------ targets
     def prepare_targets(self, batched_inputs: list[dict], images: ImageList) -> list[dict]:
