@@ -18,12 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-from detrex_ext.engine.predictor import Predictor, add_model_arguments, load_image_rgb
+from detrex_ext.engine.predictor import (
+    AMP_DTYPES,
+    Predictor,
+    add_model_arguments,
+    load_image_rgb,
+)
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("demo")
@@ -36,10 +42,10 @@ def split_inputs_and_overrides(items: list[str]) -> tuple[list[Path], list[str]]
     """``--input`` values that are not existing paths but look like ``key=value`` are overrides."""
     inputs, overrides = [], []
     for item in items:
-        path = Path(item).expanduser()
+        path = Path(os.path.expanduser(item))  # "~key" (a deletion) is no "~user" path
         if path.exists():
             inputs.append(path)
-        elif ("=" in item and _OVERRIDE.match(item)) or item.startswith("~"):
+        elif _OVERRIDE.match(item) and ("=" in item or item.startswith("~")):  # key=v, ~key
             overrides.append(item)
         else:
             raise FileNotFoundError(f"input {item!r} does not exist")
@@ -102,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=None, help="draw at most this many instances per image"
     )
     parser.add_argument(
-        "--amp", choices=["bf16", "fp16"], default=None, help="run the model under autocast"
+        "--amp", choices=sorted(AMP_DTYPES), default=None, help="run the model under autocast"
     )
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity")
     parser.add_argument("--no-boxes", action="store_true", help="draw masks only")

@@ -88,3 +88,14 @@ def test_missing_input_is_reported(tmp_path, capsys):
     argv = ["--config-file", str(TINY_CONFIG), "--input", str(tmp_path / "nope.jpg")]
     assert demo.main(argv) == 1
     assert "nope.jpg' does not exist" in capsys.readouterr().err
+
+
+def test_inputs_and_overrides_are_told_apart(tmp_path):
+    image = tmp_path / "x=1.png"  # an existing file wins even when it looks like an override
+    image.write_bytes(b"")
+    inputs, overrides = demo.split_inputs_and_overrides(
+        [str(image), "model.num_queries=10", "~train.wandb", "+new.key=1"]
+    )
+    assert inputs == [image] and overrides == ["model.num_queries=10", "~train.wandb", "+new.key=1"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        demo.split_inputs_and_overrides(["~/missing/photo.jpg"])
