@@ -262,6 +262,8 @@ def _fetch_to_part(
             reason = f"HTTP {error.code} {error.reason}"
         except (urllib.error.URLError, ConnectionError, socket.timeout, OSError) as error:
             reason = f"{type(error).__name__}: {error}"
+            if isinstance(getattr(error, "reason", None), socket.gaierror):
+                break  # the host name does not resolve (offline?): retrying will not help
         if attempt < max_attempts:
             logger.warning(
                 "download of %s interrupted (%s); retry %d/%d",
@@ -275,8 +277,9 @@ def _fetch_to_part(
         f"; the partial file {part} is kept and the next call resumes it" if part.exists() else ""
     )
     raise DownloadError(
-        f"cannot download {url} after {max_attempts} attempts ({reason}){kept}. Without network "
-        f"access, download it elsewhere and place it at {destination}"
+        f"cannot download {url} after {attempt} attempt(s) ({reason}){kept}. Without network "
+        f"access, download it elsewhere and place it at {destination} (or set {OFFLINE_ENV}=1 "
+        "to use only the cache)"
     )
 
 

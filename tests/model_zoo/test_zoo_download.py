@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -190,3 +191,10 @@ def test_unwritable_cache_names_the_variable_to_set(file_server, tmp_path, monke
     monkeypatch.setenv("DETREX_CACHE", str(blocker))
     with pytest.raises(DownloadError, match="set DETREX_CACHE to a writable directory"):
         _download(file_server)
+
+
+def test_unresolvable_host_fails_at_once(zoo_env):
+    started = time.perf_counter()
+    with pytest.raises(DownloadError, match=r"after 1 attempt\(s\).*place it at"):
+        cached_download("http://no-such-host.invalid/model.pth", progress=False, retry_wait_s=5)
+    assert time.perf_counter() - started < 5  # no retry waits
