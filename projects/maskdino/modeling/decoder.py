@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from detrex_ext.layers import MLP, Conv2d, DenoisingQueryGenerator, inverse_sigmoid
 
+from .checkpoint import decoder_load_pre_hook
 from .decoder_layers import TransformerDecoder
 from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 
@@ -142,6 +143,8 @@ class MaskDINODecoder(nn.Module):
         nn.init.constant_(self._bbox_embed.layers[-1].bias, 0)
         self.bbox_embed = nn.ModuleList([self._bbox_embed for _ in range(dec_layers)])
         self.decoder.bbox_embed = self.bbox_embed
+        # Checkpoints may carry only some aliases of the box MLP / decoder norm: fill the rest.
+        self.register_load_state_dict_pre_hook(decoder_load_pre_hook)
 
         # Mask DINO's DN variant: label flips with probability noise_scale / 2, center/size box
         # noise, no negatives, skipped when a batch image has more than dn_num objects.

@@ -103,6 +103,7 @@ class MaskDINO(nn.Module):
         self.semantic_ce_loss = semantic_ce_loss
         self._check_num_classes()
         self.metadata.check_num_classes(num_classes)
+        self.register_load_state_dict_pre_hook(_drop_non_persistent)
 
     def _check_num_classes(self) -> None:
         for where, module in (
@@ -306,3 +307,9 @@ def instances_from_sem_seg(sem_seg: Tensor, ignore_value: int = 255) -> Instance
     inst.gt_masks = masks
     inst.gt_boxes = Boxes(BitMasks(masks).get_bounding_boxes().tensor)
     return inst
+
+
+def _drop_non_persistent(module, state_dict, prefix, *_args) -> None:
+    """Old detectron2 checkpoints may carry `pixel_mean` / `pixel_std`; they are config here."""
+    for name in ("pixel_mean", "pixel_std"):
+        state_dict.pop(prefix + name, None)
