@@ -21,6 +21,7 @@ from detrex_ext.layers import MLP, Conv2d, DenoisingQueryGenerator, inverse_sigm
 
 from .checkpoint import decoder_load_pre_hook
 from .decoder_layers import TransformerDecoder
+from .levels import flatten_levels
 from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 
 __all__ = ["MaskDINODecoder"]
@@ -198,13 +199,7 @@ class MaskDINODecoder(nn.Module):
     def _flatten_memory(self, x: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]], Tensor]:
         """Flatten the levels in **reverse** encoder order (decoder level order)."""
         levels = [self.input_proj[idx](x[idx]) for idx in reversed(range(self.num_feature_levels))]
-        spatial_shapes = [(int(f.shape[2]), int(f.shape[3])) for f in levels]
-        memory = torch.cat([f.flatten(2).transpose(1, 2) for f in levels], 1)
-        starts = [0]
-        for h, w in spatial_shapes[:-1]:
-            starts.append(starts[-1] + h * w)
-        level_start_index = torch.as_tensor(starts, dtype=torch.long, device=memory.device)
-        return memory, spatial_shapes, level_start_index
+        return flatten_levels(levels)
 
     def _select_queries(
         self, memory: Tensor, spatial_shapes: list[tuple[int, int]], mask_features: Tensor

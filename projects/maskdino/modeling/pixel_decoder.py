@@ -29,6 +29,8 @@ from detrex_ext.layers import (
     get_norm,
 )
 
+from .levels import flatten_levels
+
 __all__ = ["MaskDINOEncoder", "MSDeformAttnEncoderLayer", "MSDeformAttnEncoder"]
 
 FeatureOrder = str  # "low2high" or "high2low"
@@ -39,17 +41,6 @@ def as_shape_spec(spec: ShapeSpec | Mapping) -> ShapeSpec:
     if isinstance(spec, ShapeSpec):
         return spec
     return ShapeSpec(channels=spec["channels"], stride=spec["stride"])
-
-
-def level_layout(
-    spatial_shapes: list[tuple[int, int]], device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Spatial shapes `[L, 2]` (int64) and level start offsets `[L]` of a flattened pyramid."""
-    shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=device)
-    starts = [0]
-    for h, w in spatial_shapes[:-1]:
-        starts.append(starts[-1] + h * w)
-    return shapes, torch.as_tensor(starts, dtype=torch.long, device=device)
 
 
 class MSDeformAttnEncoderLayer(nn.Module):
@@ -180,8 +171,7 @@ class MSDeformAttnEncoderOnly(nn.Module):
 
     def forward(self, srcs: list[Tensor], pos_embeds: list[Tensor]) -> tuple[Tensor, list]:
         """srcs, pos_embeds: per level `[B, D, H_l, W_l]` -> (memory `[B, S, D]`, shapes)."""
-        spatial_shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
-        src_flatten = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
+        src_flatten, spatial_shapes, level_start_index = flatten_levels(srcs)
         pos_flatten = torch.cat(
             [
                 p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
@@ -189,7 +179,6 @@ class MSDeformAttnEncoderOnly(nn.Module):
             ],
             1,
         )
-        _, level_start_index = level_layout(spatial_shapes, src_flatten.device)
         memory = self.encoder(src_flatten, spatial_shapes, level_start_index, pos_flatten)
         return memory, spatial_shapes
 

@@ -1,22 +1,13 @@
 """COCO 2017 panoptic segmentation with large-scale jitter (Mask DINO's `coco_panoptic_lsj`).
 
-Training on `coco_2017_train_panoptic` (80 thing + 53 stuff classes): flip, resize by a random
-scale in [0.1, 2.0] of 1024, crop / pad to 1024x1024; one mask per segment, boxes from the masks.
-Test on `coco_2017_val_panoptic_with_sem_seg` (shortest edge 800, max 1333), evaluated with PQ,
-box / mask AP on the thing classes and mIoU over the 133 classes.
+Training on `coco_2017_train_panoptic` (80 thing + 53 stuff classes) with the instance recipe's
+augmentation (flip, scale 0.1-2.0 of 1024, crop / pad to 1024), one mask per segment, boxes from
+the masks. Test on `coco_2017_val_panoptic_with_sem_seg` (shortest edge 800, max 1333), evaluated
+with PQ, box / mask AP on the thing classes and mIoU over the 133 classes.
 """
 
-from omegaconf import OmegaConf
-
 from detrex_ext.config import LazyCall as L
-from detrex_ext.data import (
-    COCOPanopticLSJDatasetMapper,
-    DatasetMapper,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
-from detrex_ext.data import transforms as T
+from detrex_ext.data import COCOPanopticLSJDatasetMapper
 from detrex_ext.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -24,33 +15,11 @@ from detrex_ext.evaluation import (
     SemSegEvaluator,
 )
 
-dataloader = OmegaConf.create()
+from .coco_instance_lsj import dataloader
 
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_train_panoptic"),
-    mapper=L(COCOPanopticLSJDatasetMapper)(
-        is_train=True,
-        image_size=1024,
-        min_scale=0.1,
-        max_scale=2.0,
-        random_flip="horizontal",
-        image_format="RGB",
-    ),
-    total_batch_size=16,
-    num_workers=4,
-)
-
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(
-        names="coco_2017_val_panoptic_with_sem_seg", filter_empty=False
-    ),
-    mapper=L(DatasetMapper)(
-        is_train=False,
-        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
-        image_format="${...train.mapper.image_format}",
-    ),
-    num_workers=4,
-)
+dataloader.train.dataset.names = "coco_2017_train_panoptic"
+dataloader.train.mapper._target_ = COCOPanopticLSJDatasetMapper
+dataloader.test.dataset.names = "coco_2017_val_panoptic_with_sem_seg"
 
 dataloader.evaluator = L(DatasetEvaluators)(
     evaluators=[
