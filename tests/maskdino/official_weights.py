@@ -121,19 +121,29 @@ def official_state_dict(reference: Mapping[str, torch.Tensor]) -> dict[str, torc
 def fill_official_weights_(model: nn.Module) -> list[str]:
     """Overwrite ``model``'s weights in place with :func:`official_weight_value`.
 
-    Returns the filled keys. Raises if, after loading, some entry does not hold its value
-    (two differently named entries sharing storage without being known aliases).
+    Returns the filled keys. Raises if two entries share storage without being known aliases
+    (they would receive two different values).
     """
-    filled = official_state_dict(model.state_dict())
-    incompatible = model.load_state_dict(filled, strict=False)
-    if incompatible.unexpected_keys:
-        raise RuntimeError(f"unexpected keys while filling: {incompatible.unexpected_keys}")
-    after = model.state_dict()
-    clobbered = [k for k, v in filled.items() if not torch.equal(after[k], v)]
-    if clobbered:
+    state = model.state_dict(keep_vars=True)
+    owners: dict[tuple[int, tuple[int, ...]], set[str]] = {}
+    filled = []
+    with torch.no_grad():
+        for key, tensor in state.items():
+            if not torch.is_tensor(tensor) or not tensor.is_floating_point():
+                continue
+            value = official_weight_value(key, tensor.shape)
+            if value is None:
+                continue
+            owners.setdefault((tensor.data_ptr(), tuple(tensor.shape)), set()).add(
+                canonical_key(key)
+            )
+            tensor.copy_(value)
+            filled.append(key)
+    shared = [sorted(keys) for keys in owners.values() if len(keys) > 1]
+    if shared:
         raise RuntimeError(
-            "these entries share storage with another, non-aliased entry, so one value "
-            f"overwrote the other: {clobbered[:10]}"
+            "these entries share storage but are not known aliases, so they cannot hold their "
+            f"own values: {shared[:5]}"
         )
     return sorted(filled)
 

@@ -63,6 +63,7 @@ The tests skip only when the fixture file is missing.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.util
 import math
 import os
@@ -126,9 +127,41 @@ def load_inputs() -> dict:
     return torch.load(path, weights_only=True)
 
 
-@functools.cache
+class _ConfigScopedCache:
+    """Holds the model and run results of ONE config at a time; the tests run grouped by config
+    (module-scoped parametrisation), so each model is built once and freed before the next."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.store: dict[Any, Any] = {}
+
+    def get(self, name: str, key: Any, factory):
+        if name != self.name:
+            self.store.clear()
+            gc.collect()
+            self.name = name
+        if key not in self.store:
+            self.store[key] = factory()
+        return self.store[key]
+
+
+_CACHE = _ConfigScopedCache()
+
+
 def build_model(name: str) -> torch.nn.Module:
     """Our model for a fixture's config, filled with the deterministic weights, in eval mode."""
+    return _CACHE.get(name, "model", lambda: _build_model(name))
+
+
+def run_eval(name: str, case: str) -> dict:
+    return _CACHE.get(name, ("eval", case), lambda: _run_eval(name, case))
+
+
+def run_train(name: str) -> dict:
+    return _CACHE.get(name, "train", lambda: _run_train(name))
+
+
+def _build_model(name: str) -> torch.nn.Module:
     from detrex_ext.config import get_config, instantiate
 
     cfg = get_config(CONFIGS[name])
@@ -200,8 +233,7 @@ class _Recorder:
             undo()
 
 
-@functools.cache
-def run_eval(name: str, case: str) -> dict:
+def _run_eval(name: str, case: str) -> dict:
     model = build_model(name)
     recorder = _Recorder(model)
     try:
@@ -213,8 +245,8 @@ def run_eval(name: str, case: str) -> dict:
     return {"results": results, **recorder.data}
 
 
-@functools.cache
-def run_train(name: str) -> dict:
+def _run_train(name: str) -> dict:
+    """One training step under replayed random draws; keeps only detached records."""
     model = build_model(name)
     recorder = _Recorder(model)
     matcher_calls = []
@@ -240,12 +272,18 @@ def run_train(name: str) -> dict:
                 -1.0 if param.grad is None else float(param.grad.double().norm())
             )
     model.zero_grad(set_to_none=True)
+    dn_meta = recorder.data["head"][1] or {}
+    known = dn_meta.get("output_known_lbs_bboxes")
     return {
         "losses": {k: float(v.detach()) for k, v in losses.items()},
         "draws": draws.log,
         "matcher_calls": matcher_calls,
         "grads": grads,
-        **recorder.data,
+        "label_enc_input": [x.detach() for x in recorder.data.get("label_enc_input", [])],
+        # prediction 0 of the DN part is the decoder input: sigmoid of the noised anchors
+        "dn_anchor_boxes": (
+            None if known is None else known["aux_outputs"][0]["pred_boxes"].detach()
+        ),
     }
 
 
@@ -349,7 +387,7 @@ def align_queries(ours_logits: torch.Tensor, ref_logits: torch.Tensor, tol: floa
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_state_dict_layout(name):
     """Our state_dict has the official keys (any alias of the shared box MLP / decoder norm
     accepted) with the official shapes, and the official parameter count."""
@@ -389,7 +427,7 @@ _META_ARCH_VALUES = (
 )
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_config_values(name):
     """The inference switches and thresholds of our config equal the official run's."""
     fx = load_fixture(name)
@@ -407,7 +445,7 @@ def test_config_values(name):
     report.finish()
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_backbone_features(name):
     """Backbone outputs (res2..res5): shapes, per-channel means, per-image mean/std."""
     ref = load_fixture(name)["eval"]["pair"]["raw"]["backbone"]
@@ -429,7 +467,7 @@ def test_backbone_features(name):
     report.finish()
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_pixel_decoder(name):
     """Multi-scale encoder outputs (encoder level order) and the stride-4 mask features."""
     ref = load_fixture(name)["eval"]["pair"]["raw"]
@@ -476,7 +514,7 @@ def _head_outputs(name: str) -> tuple[dict, dict]:
     return outputs, load_fixture(name)["eval"]["pair"]["raw"]
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_query_selection(name):
     """Two-stage top-k encoder tokens (order may differ only among official near-ties) and the
     interm predictions of the selected queries."""
@@ -542,7 +580,7 @@ def _compare_mask_stats(report: Report, label: str, masks: torch.Tensor, ref: to
     )
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_decoder_layers(name):
     """Per-prediction boxes and max class logits (index 0 = decoder input, then each layer):
     the first index that differs localises a decoder mismatch."""
@@ -568,7 +606,7 @@ def test_decoder_layers(name):
     report.finish()
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_final_raw_outputs(name):
     """Final pred_logits / pred_boxes in full, pred_masks statistics for every query and in full
     for 8 queries per image (fp32)."""
@@ -735,7 +773,7 @@ def _compare_post(
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_postprocessed_outputs(name, case):
     """End-to-end inference outputs at the original size: instances, sem_seg, panoptic_seg."""
     fx = load_fixture(name)
@@ -746,7 +784,7 @@ def test_postprocessed_outputs(name, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
 def test_postprocessing_designed(name, case):
     """Post-processing alone, on designed raw predictions with clear decisions (segments, stuff
     merging, thresholds): the head is replaced by a function returning them."""
@@ -773,7 +811,7 @@ def test_postprocessing_designed(name, case):
     report.finish()
 
 
-@pytest.mark.parametrize("name", TRAIN_CONFIGS)
+@pytest.mark.parametrize("name", TRAIN_CONFIGS, scope="module")
 def test_training_losses(name):
     """Weighted loss dict of one training step (DN + matching + all aux/interm losses), with the
     official random draws replayed; then the matcher assignments, DN queries and gradients."""
@@ -822,14 +860,12 @@ def test_training_losses(name):
     if "dn" in ref:
         if "label_enc_input" in run:
             report.equal("DN noised labels", run["label_enc_input"][0], ref["dn"]["noised_labels"])
-        # prediction 0 of the DN part is the decoder input: sigmoid of the noised anchors
-        dn_meta = run["head"][1] or {}
-        known = dn_meta.get("output_known_lbs_bboxes")
-        report.true("DN queries built", known is not None, "dn_meta with output_known_lbs_bboxes")
-        if known is not None:
+        anchors = run["dn_anchor_boxes"]
+        report.true("DN queries built", anchors is not None, "dn_meta with output_known_lbs_bboxes")
+        if anchors is not None:
             report.close(
                 "DN anchor boxes (sigmoid of the noised GT)",
-                known["aux_outputs"][0]["pred_boxes"],
+                anchors,
                 ref["dn"]["input_query_bbox"].sigmoid(),
                 1e-6,
                 1e-5,
