@@ -255,8 +255,10 @@ class MaskDINODecoder(nn.Module):
             `(outputs, dn_meta)`. outputs holds the last prediction (`pred_logits` `[B, Q, C]`,
             `pred_masks` `[B, Q, H/4, W/4]`, `pred_boxes` `[B, Q, 4]`), `aux_outputs` (the
             earlier predictions; masks are None at inference) and, two-stage, `interm_outputs`.
-            dn_meta is None unless denoising queries were added; then it holds `pad_size`,
-            `scalar` and `output_known_lbs_bboxes` (the DN predictions in the same format).
+            dn_meta is None unless denoising queries were added; then it holds `pad_size` (DN
+            queries per image), `scalar` (groups), `single_pad` (slots per group), `indices`
+            (the fixed DN assignment, matcher format) and `output_known_lbs_bboxes` (the DN
+            predictions in the same format as outputs).
         """
         if len(x) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(x)}")

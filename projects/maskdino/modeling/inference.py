@@ -46,7 +46,8 @@ def select_topk_queries(
         scores `[K]`, labels `[K]` (int64) and query indices `[K]` (int64), K <= topk, in the
         order `torch.topk(sorted=False)` returns them.
     """
-    scores = mask_cls.sigmoid().flatten(0, 1)
+    # A softmax-CE model has a trailing "no object" logit: it is not a class.
+    scores = mask_cls[:, :num_classes].sigmoid().flatten(0, 1)
     k = min(topk, scores.numel())
     scores, flat_idx = scores.topk(k, sorted=False)
     labels = flat_idx % num_classes

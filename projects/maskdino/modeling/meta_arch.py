@@ -192,8 +192,8 @@ class MaskDINO(nn.Module):
             gt_masks = gt_masks.tensor if isinstance(gt_masks, BitMasks) else gt_masks
             padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
             padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
-            scale = torch.as_tensor([w, h, w, h], dtype=torch.float, device=self.device)
-            boxes = box_xyxy_to_cxcywh(inst.gt_boxes.tensor) / scale
+            cx, cy, bw, bh = box_xyxy_to_cxcywh(inst.gt_boxes.tensor).unbind(-1)
+            boxes = torch.stack([cx / w, cy / h, bw / w, bh / h], -1)
             targets.append({"labels": inst.gt_classes, "masks": padded, "boxes": boxes})
         return targets
 

@@ -40,8 +40,8 @@ def encoder_output_proposals(
             torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
             indexing="ij",
         )
-        scale = torch.tensor([w, h], dtype=torch.float32, device=memory.device)
-        grid = (torch.stack([grid_x, grid_y], -1) + 0.5) / scale
+        # Python-scalar divisions: no small tensor is copied to the device.
+        grid = torch.stack([(grid_x + 0.5) / w, (grid_y + 0.5) / h], -1)
         wh = torch.ones_like(grid) * 0.05 * (2.0**lvl)
         proposals.append(torch.cat((grid, wh), -1).view(-1, 4))
     proposals = torch.cat(proposals, 0)[None].expand(batch, -1, -1)
@@ -75,6 +75,6 @@ def masks_to_anchor_boxes(mask_logits: Tensor, box_type: str) -> Tensor:
         raise ValueError(
             f"unknown initialize_box_type {box_type!r}; use 'no', 'bitmask' or 'mask2box'"
         )
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
-    boxes = box_xyxy_to_cxcywh(boxes) / scale
+    cx, cy, bw, bh = box_xyxy_to_cxcywh(boxes).unbind(-1)
+    boxes = torch.stack([cx / w, cy / h, bw / w, bh / h], -1)
     return inverse_sigmoid(boxes.reshape(b, q, 4))
