@@ -17,10 +17,12 @@ The fixtures in ``tests/maskdino/fixtures/`` were produced by running the offici
   The official state_dict entry counts / parameter counts reproduce the spec's verified facts
   (reference R50: 720 entries, 52,058,004 parameters).
 * Weights: every float state_dict entry set by ``official_weights.official_weight_value(key,
-  shape)`` (a function of the key name and shape only; see that module), which this test applies
-  to our model (identical key names), so both hold identical weights. Integer buffers
-  (``relative_position_index``), ``criterion.empty_weight`` and ``num_batches_tracked`` keep the
-  model's own values.
+  shape)``, a function of the key name and shape only (per-key generator seeded with crc32 of
+  the key; N(0, 1/fan_in) weights with centred rows, 1 + 0.1 N norm scales, 0.1 N biases,
+  positive running_var; see that module). This test applies it to our model (identical key
+  names; the shared box MLP / decoder norm aliases map to one canonical key), so both hold
+  identical weights. Integer buffers (``relative_position_index``), ``criterion.empty_weight``
+  and ``num_batches_tracked`` keep the model's own values.
 * Inputs (``fixtures/inputs.pt``): two synthetic uint8 RGB images (112x160 with 3 objects,
   128x136 with 2 objects: smooth colour gradients, noise, filled rectangles/ellipses) and their
   ground truth (classes, xyxy boxes with exclusive max, bool masks). Case ``single``: image a
@@ -30,34 +32,46 @@ The fixtures in ``tests/maskdino/fixtures/`` were produced by running the offici
   multi-scale features and mask features (channel means, a few channels in full), the two-stage
   top-k token indices and scores, the interm and per-layer (aux) predictions, the final
   ``pred_logits``/``pred_boxes`` in full, ``pred_masks`` statistics for every query and in full
-  for 8 queries per image, and the post-processed instances (sorted by score, with the query x
-  class index), semantic maps (argmax, class means, a strided score map) and panoptic maps.
+  for 8 queries per image (case ``pair``; case ``single``: max logit, boxes and mask statistics
+  per query), and the post-processed instances (sorted by score, with the query x class index),
+  semantic maps (argmax, class means, the score map at stride 24) and panoptic maps.
   ``designed``: the official post-processing run on designed raw predictions
   (``official_weights.designed_predictions``), because a randomly initialised network gives
   almost no panoptic segments.
-* Training (R50 configs): one forward/backward of the official model in train mode on the
-  ``pair`` batch with its ground truth, inside ``official_weights.DeterministicRandomDraws``,
-  which makes every random draw (DN label/box noise, matcher points, PointRend points) a fixed
-  function of its kind, shape and occurrence. Recorded: the weighted loss dict, the random-draw
-  log, the matcher assignments of every matcher call, the DN queries and attention mask, and the
-  gradient norm of every parameter.
+* Training (the four R50 COCO/ADE20K configs; not Swin-L, whose stochastic depth draws per
+  block, nor Cityscapes, whose SyncBN cannot train in one CPU process): one forward/backward of
+  the official model in train mode on the ``pair`` batch with its ground truth, inside
+  ``official_weights.DeterministicRandomDraws``, which makes every random draw (DN label/box
+  noise, matcher points, PointRend points) a fixed function of its kind, shape and occurrence.
+  Recorded: the weighted loss dict, the random-draw log, the matcher assignments of every
+  matcher call, the DN queries and attention mask, and the gradient norm of every parameter.
 
-Requirement on our model for the training check (tell the MODEL owner): it must draw the same
+Requirement on our model for the training check: it must draw the same
 random tensors as the official code: kinds and shapes per draw (DN: ``rand_like`` over the
 labels, ``randint_like`` over the flipped ones, ``rand_like`` over the boxes; matcher: one
 ``rand(1, P, 2)`` per image per matcher call; mask losses: ``rand(n, 3P, 2)`` then
 ``rand(n, P/4, 2)`` per loss call), and draws of the same shape in the same relative order. The
 test reports the first differing draw otherwise.
 
-Regenerating the fixtures (outside the repository, never committed): check out the two commits
-above, make them importable on CPU as described, build each config listed in ``CONFIGS``, fill
-it with ``official_weight_value``, run the inputs and record the tensors listed above with the
-same names and layouts (the test documents each one where it reads it), save with
-``torch.save`` (plain containers, so ``torch.load(weights_only=True)`` reads them).
+Fixture layout (``official_<config>.pt``, plain dicts/lists/tensors): ``meta`` (commits, yaml,
+torch version, parameter count), ``config`` (the official values that matter), ``state_dict_keys``
+(newline-joined) and ``state_dict_shapes``, ``eval[case]`` with ``raw`` (tensors above) and
+``post`` (one dict per image: ``instances``, ``sem_seg``, ``panoptic_seg``), ``designed[case]``
+with ``designed_args`` and ``post``, and ``train`` with ``losses``, ``weight_dict``,
+``random_draws``, ``matcher_calls``, ``dn`` and ``grad_norms``.
+
+Regenerating the fixtures (outside the repository; neither the official code nor the harness is
+ever committed): check out the two commits above, make them importable on CPU as described,
+build each config in ``CONFIGS`` from its official yaml, fill it with ``official_weight_value``,
+run the inputs of ``fixtures/inputs.pt`` in eval mode (and the training step under
+``DeterministicRandomDraws``), record the layout above with forward hooks, and save with
+``torch.save`` so that ``torch.load(weights_only=True)`` reads it. Keep the folder under 5 MB.
 
 Our side: each config is instantiated from our lazy config with no override, so the official
 run and ours use the same hyper-parameters; ``test_config_values`` checks the ones recorded.
-The tests skip only when the fixture file is missing.
+Tests run grouped by config with one model in memory at a time (about 50 s of CPU for the
+whole file). The tests skip only when a fixture file is missing. ``MASKDINO_FIDELITY_VERBOSE=1``
+prints every comparison (max abs difference, worst element).
 """
 
 from __future__ import annotations
@@ -83,7 +97,9 @@ CONFIGS = {
     "r50_panoptic": "maskdino/maskdino_r50_coco_panoptic_seg_50ep.py",
     "r50_ade20k": "maskdino/maskdino_r50_ade20k_semantic_seg_160k.py",
     "swinl_instance": "maskdino/maskdino_swinl_coco_instance_seg_50ep.py",
+    "r50_cityscapes": "maskdino/maskdino_r50_cityscapes_semantic_seg_90k.py",
 }
+#: Configs whose fixture holds a training step (Swin-L: stochastic depth; Cityscapes: SyncBN).
 TRAIN_CONFIGS = ["r50_instance", "r50_instance_hid1024", "r50_panoptic", "r50_ade20k"]
 CASES = ["single", "pair"]
 #: the recorded semantic score maps are `sem_seg[:, ::SEM_STRIDE, ::SEM_STRIDE]`
@@ -396,7 +412,7 @@ def test_state_dict_layout(name):
     ours = {ow.canonical_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
     ref = {
         ow.canonical_key(k): tuple(s)
-        for k, s in zip(fx["state_dict_keys"], fx["state_dict_shapes"])
+        for k, s in zip(fx["state_dict_keys"].split("\n"), fx["state_dict_shapes"])
     }
     missing = sorted(set(ref) - set(ours))
     unexpected = sorted(set(ours) - set(ref))
@@ -632,6 +648,25 @@ def test_final_raw_outputs(name):
     sel = ref["pred_masks_sel_queries"]
     chosen = torch.stack([masks[b, sel[b]] for b in range(masks.shape[0])])
     report.close("pred_masks of 8 queries/image", chosen, ref["pred_masks_sel"], 5e-4, 1e-4)
+    report.finish()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS), scope="module")
+def test_raw_outputs_single_image(name):
+    """The same image alone in its batch (``single``): max class logit, boxes and mask statistics
+    of every query (no padding masks, so they equal the batched run's)."""
+    ours, _ = run_eval(name, "single")["head"]
+    pair_outputs, pair_ref = _head_outputs(name)
+    ref = load_fixture(name)["eval"]["single"]["raw"]
+    perm = align_queries(pair_outputs["pred_logits"], pair_ref["pred_logits"])[:1]
+    gather = lambda t: torch.stack([t[b, perm[b]] for b in range(t.shape[0])])  # noqa: E731
+    report = Report(f"{name}: final raw outputs (single)")
+    logits = gather(ours["pred_logits"])
+    report.close("max class logit", logits.max(-1).values, ref["pred_logits_max"], 1e-4, 1e-4)
+    report.close("pred_boxes", gather(ours["pred_boxes"]), ref["pred_boxes"], 2e-5, 1e-4)
+    _compare_mask_stats(
+        report, "pred_masks", gather(ours["pred_masks"]), ref["pred_masks_stats"], 2e-4
+    )
     report.finish()
 
 
