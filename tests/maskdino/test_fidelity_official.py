@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import importlib.util
 import math
 import os
@@ -132,7 +133,14 @@ def load_fixture(name: str) -> dict:
     path = _fixture_path(name)
     if not path.is_file():
         pytest.skip(f"official fixture {path} is missing (see this module's docstring)")
-    return torch.load(path, weights_only=True)
+    fixture = torch.load(path, weights_only=True)
+    inputs = FIXTURES / "inputs.pt"
+    if inputs.is_file():
+        digest = hashlib.sha256(inputs.read_bytes()).hexdigest()
+        assert (
+            digest == fixture["meta"]["inputs_sha256"]
+        ), f"{inputs} is not the file {path.name} was recorded with: regenerate both together"
+    return fixture
 
 
 @functools.cache
