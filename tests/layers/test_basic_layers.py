@@ -46,6 +46,21 @@ def test_frozen_bn_formula_and_load_without_num_batches_tracked():
     assert frozen(x.bfloat16()).dtype == torch.bfloat16
 
 
+def test_frozen_bn_training_path_matches_inference_kernel_and_passes_gradients():
+    bn = _random_bn(3)
+    frozen = FrozenBatchNorm2d(3)
+    frozen.load_state_dict(bn.state_dict())
+    x = torch.randn(2, 3, 4, 5)
+    inference = frozen(x)  # no grad needed: detectron2's fused batch_norm kernel
+    torch.testing.assert_close(inference, bn(x), rtol=0, atol=0)
+    x.requires_grad_(True)
+    training = frozen(x)  # the multiply-add form, differentiable w.r.t. the input
+    torch.testing.assert_close(training, inference)
+    training.sum().backward()
+    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+    torch.testing.assert_close(x.grad, scale.view(1, 3, 1, 1).expand_as(x).detach())
+
+
 def test_convert_frozen_batchnorm_recurses():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), _random_bn(4), nn.Sequential(_random_bn(4)))
     x = torch.randn(1, 3, 4, 4)
