@@ -6,11 +6,12 @@ way, so a process killed at any moment leaves ``last_checkpoint`` naming a compl
 
 Loading:
 
-- local paths, ``http(s)://`` URLs and ``detectron2://`` paths (downloaded once into the iopath
-  cache, ``$FVCORE_CACHE`` or ``~/.torch/iopath_cache``); a URL query such as ``?dl=1`` is kept
-  for the download, and ``?matching_heuristics=True`` turns suffix matching on; a bare released
-  model name (``maskdino_r50_coco_instance_seg_50ep``) goes through ``detrex_ext.model_zoo``
-  (cached, sha256-verified download);
+- local paths; ``http(s)://`` URLs and bare released model names
+  (``maskdino_r50_coco_instance_seg_50ep``) go through ``detrex_ext.model_zoo``'s download cache
+  (``$DETREX_CACHE``, default ``~/.cache/detrex_ext``: resumable, progress bar, sha256 checked
+  against the zoo table for released files and recorded on first download otherwise,
+  ``DETREX_OFFLINE=1`` honoured); ``detectron2://`` and other iopath schemes go through iopath
+  (``$FVCORE_CACHE``); ``?matching_heuristics=True`` in a URL turns suffix matching on;
 - ``torch.load(..., weights_only=True)``; ``.pkl`` through a restricted unpickler;
 - a file without a ``"model"`` entry is taken to be the state dict itself;
 - the model may adapt foreign layouts: if it has ``adapt_checkpoint_state_dict(state_dict) ->
@@ -43,6 +44,25 @@ __all__ = ["DetectionCheckpointer"]
 
 # buffers a model recomputes itself: not worth a warning when a checkpoint lacks them
 _SILENTLY_MISSING = ("pixel_mean", "pixel_std")
+
+
+def _url_checkpoint(url: str) -> str:
+    """A verified local copy of an ``http(s)`` URL, from the model zoo's download cache.
+
+    A released checkpoint's URL is fetched as that model (its table sha256 applies); any other URL
+    is cached under ``<cache>/urls/<host>/<path>`` so equal file names from different places never
+    collide.
+    """
+    from detrex_ext.model_zoo import cached_download, get_cache_dir, get_checkpoint
+    from detrex_ext.model_zoo.catalog import MODEL_ZOO
+
+    for name, entry in MODEL_ZOO.items():
+        if entry.url == url:
+            return str(get_checkpoint(name))
+    parts = urlparse(url)
+    folder = get_cache_dir() / "urls" / parts.netloc.replace(":", "_")
+    folder = folder.joinpath(*[p for p in os.path.dirname(parts.path).split("/") if p])
+    return str(cached_download(url, cache_dir=folder))
 
 
 def _model_zoo_checkpoint(name: str) -> str:
@@ -146,6 +166,8 @@ class DetectionCheckpointer(Checkpointer):
             path = path.geturl()
         if not os.path.isfile(path) and is_local_path(path) and not os.path.dirname(path):
             path = _model_zoo_checkpoint(path)
+        elif urlparse(path).scheme in ("http", "https"):
+            path = _url_checkpoint(path)
         if not os.path.isfile(path):
             local = self.path_manager.get_local_path(path)
             if not os.path.isfile(local):

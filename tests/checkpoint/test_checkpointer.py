@@ -5,6 +5,7 @@ weights-only init loads, and URLs through a local HTTP server with the iopath ca
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import logging
 import os
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import torch
@@ -291,17 +293,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_url_is_downloaded_once_into_the_iopath_cache(http_root, tmp_path, monkeypatch) -> None:
+def test_url_is_downloaded_once_into_the_verified_cache(http_root, tmp_path, monkeypatch) -> None:
     root, base_url = http_root
     cache = tmp_path / "cache"
-    monkeypatch.setenv("FVCORE_CACHE", str(cache))
+    monkeypatch.setenv("DETREX_CACHE", str(cache))
     (root / "weights").mkdir()
     source = Net()
     torch.save({"model": source.state_dict()}, root / "weights" / "net.pth")
     target = Net()
     DetectionCheckpointer(target).load(f"{base_url}/weights/net.pth")
     assert _same_weights(source, target)
-    assert (cache / "weights" / "net.pth").is_file()
+    host = urlparse(base_url).netloc.replace(":", "_")
+    cached = cache / "urls" / host / "weights" / "net.pth"
+    assert cached.is_file()
+    # the first download's sha256 is recorded next to the file
+    recorded = Path(str(cached) + ".sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256((root / "weights" / "net.pth").read_bytes()).hexdigest()
 
     # query strings: matching_heuristics is ours (suffix matching into a wrapped model)
     wrapped = Wrapped()
