@@ -34,6 +34,7 @@ from .ddp import create_ddp_model, unwrap_model
 from .defaults import apply_fast_dev_run, default_setup, default_writers, resolve_device
 from .resumable_loader import build_train_loader
 from .train_loop import Trainer
+from .visualize_hook import build_visualize_hook
 
 __all__ = ["main", "do_train", "do_test", "do_eval_only", "build_optimizer"]
 
@@ -141,6 +142,8 @@ def do_train(args: argparse.Namespace, cfg: DictConfig) -> Trainer:
                 else None
             ),
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            # prediction pictures (train.visualize), after the final evaluation
+            build_visualize_hook(cfg, model) if main_process else None,
             (
                 hooks.PeriodicWriter(default_writers(cfg), period=cfg.train.log_period)
                 if main_process
@@ -186,6 +189,9 @@ def do_eval_only(cfg: DictConfig) -> dict[str, Any]:
     results = do_test(cfg, model, eval_only=True)
     if comm.is_main_process():
         logger.info(f"Evaluation results: {results}")
+        visualizer = build_visualize_hook(cfg, model)
+        if visualizer is not None:
+            visualizer.write("eval.png")
     return results
 
 

@@ -129,7 +129,7 @@ def _convert_annotation(
 
 def register_coco_instances(
     name: str, metadata: dict[str, Any], json_file: str, image_root: str
-) -> None:
+) -> str:
     """Register a COCO-format instance dataset (your own data) under ``name``.
 
     Args:
@@ -138,6 +138,11 @@ def register_coco_instances(
             categories (sorted by id) when first needed.
         json_file: path to the COCO instances json.
         image_root: folder that the json's ``file_name`` entries are relative to.
+
+    Returns:
+        ``name``, so that a config can register lazily where it names the dataset:
+        ``names=L(register_coco_instances)(name=..., metadata={}, json_file=..., image_root=...)``
+        (paths then follow command-line overrides).
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     metadata = dict(metadata)
@@ -163,6 +168,7 @@ def register_coco_instances(
         {"json_file": json_file, "image_root": image_root, **metadata},
         lazy_metadata=lazy,
     )
+    return name
 
 
 def _is_builtin(name: str) -> bool:
