@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from detrex_ext.config import instantiate, try_get_key
-from detrex_ext.data import load_image, load_pan_seg
+from detrex_ext.data import load_image, load_pan_seg, load_sem_seg
 from detrex_ext.data.detection_utils import annotations_to_instances
 from detrex_ext.evaluation import inference_context
 from detrex_ext.structures import BoxMode, Instances
@@ -62,12 +62,16 @@ def _nearest_resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _ground_truth(record: dict, image: np.ndarray, metadata: Any) -> Image.Image:
-    """The record's panoptic labels if it has them, else its instance annotations."""
+    """The record's panoptic labels if it has them, else its instance annotations, else its
+    semantic labels."""
     height, width = image.shape[:2]
     vis = Visualizer(image, metadata)
     pan_seg = load_pan_seg(record) if "segments_info" in record else None
+    sem_seg = None if pan_seg is not None or record.get("annotations") else load_sem_seg(record)
     if pan_seg is not None:
         vis.draw_panoptic_seg(_nearest_resize(pan_seg, height, width), record["segments_info"])
+    elif sem_seg is not None:
+        vis.draw_sem_seg(_nearest_resize(sem_seg, height, width))
     elif record.get("annotations"):
         h0, w0 = record["height"], record["width"]
         annotations = [dict(a) for a in record["annotations"]]

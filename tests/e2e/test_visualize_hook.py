@@ -12,6 +12,7 @@ from detrex_ext.data import transforms as T
 from detrex_ext.data.datasets.synthetic import load_synthetic_shapes
 from detrex_ext.engine.visualize_hook import _CAPTION_HEIGHT, _GAP, draw_predictions
 from detrex_ext.structures import Boxes, BoxMode, Instances
+from detrex_ext.utils.visualizer import class_color
 
 SIZE = 64  # record size; drawn at 128 (min_display_size)
 SHOWN = 128
@@ -112,3 +113,23 @@ def test_instance_annotations_are_drawn_when_there_is_no_panoptic_truth():
     changed = np.abs(_panel(picture, 0, 0) - image).sum(axis=2) > 0
     assert changed[34:46, 34:46].all()  # the square, scaled x2: 16..48
     assert not changed[60:, 60:].any()
+
+
+def test_semantic_labels_are_drawn_for_semantic_only_records():
+    """Semantic datasets (ADE20K style: a label map, no instances) get their label map drawn."""
+    record = load_synthetic_shapes("vis_test", num_images=1, image_size=SIZE, seed=3)[0]
+    record.pop("segments_info")
+    record.pop("annotations")
+    label = record["scene"].sem_seg()
+    picture = draw_predictions(ScriptedModel(), [record], [], METADATA, min_display_size=SHOWN)
+    image = np.asarray(
+        Image.fromarray(record["scene"].image()).resize((SHOWN, SHOWN), Image.BILINEAR)
+    ).astype(int)
+    drawn = _panel(picture, 0, 0)
+    assert (np.abs(drawn - image).sum(axis=2) > 0).mean() > 0.9  # every region is tinted
+    # blended at alpha 0.5 (drawn = (image + colour) / 2): each class shows its own colour
+    colour = 2 * drawn - image
+    for class_id in (3, 4):  # sky, ground
+        region = np.kron(label == class_id, np.ones((2, 2), dtype=bool))  # at display size
+        median = np.median(colour[region], axis=0)
+        assert np.abs(median - np.array(class_color(class_id))).max() <= 3, class_id
