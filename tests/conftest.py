@@ -11,7 +11,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = Path(os.environ.get("DETREX_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+SHARED_DATASETS = Path(
+    os.environ.get("DETREX_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets")
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -38,8 +38,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         summed = comm.all_reduce_sum(torch.tensor([rank + 1.0])).item()
         reduced = comm.reduce_dict({"b": torch.tensor(float(rank)), "a": torch.tensor(4.0)})
         seed = comm.shared_random_seed()
-        result = dict(gathered=gathered, on_zero=on_zero, summed=summed, seed=seed,
-                      reduced={k: v.item() for k, v in reduced.items()})
+        result = dict(
+            gathered=gathered,
+            on_zero=on_zero,
+            summed=summed,
+            seed=seed,
+            reduced={k: v.item() for k, v in reduced.items()},
+        )
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         comm.synchronize()
     finally:

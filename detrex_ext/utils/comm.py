@@ -111,7 +111,9 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def reduce_dict(input_dict: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:
+def reduce_dict(
+    input_dict: dict[str, torch.Tensor], average: bool = True
+) -> dict[str, torch.Tensor]:
     """Reduce scalar tensors of the same keys across ranks; the result is meaningful on rank 0.
 
     Args:

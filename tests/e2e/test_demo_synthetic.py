@@ -81,7 +81,8 @@ def test_demo_is_reproducible(demo_run, tmp_path):
     evaluation results (CPU; the seed drives the data order and every random draw)."""
     output_dir, _ = demo_run
     run_train_net(CONFIG, f"train.output_dir={tmp_path}", *SHORT, "train.visualize.enabled=False")
-    first, second = _without_timings(read_metrics(output_dir)), _without_timings(
-        read_metrics(tmp_path)
+    first, second = (
+        _without_timings(read_metrics(output_dir)),
+        _without_timings(read_metrics(tmp_path)),
     )
     assert second == first

@@ -125,8 +125,9 @@ def test_kill_after_first_checkpoint_then_resume_matches_uninterrupted_run(
     assert f"Resumed from iteration {resumed_from}; continuing at {resumed_from + 1}" in (
         result.stdout
     )
-    ours, reference = _load(output_dir / "model_final.pth"), _load(
-        reference_run / "model_final.pth"
+    ours, reference = (
+        _load(output_dir / "model_final.pth"),
+        _load(reference_run / "model_final.pth"),
     )
     for section in ("model", "ema_state"):
         for key, value in reference[section].items():

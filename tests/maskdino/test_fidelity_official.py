@@ -137,9 +137,9 @@ def load_fixture(name: str) -> dict:
     inputs = FIXTURES / "inputs.pt"
     if inputs.is_file():
         digest = hashlib.sha256(inputs.read_bytes()).hexdigest()
-        assert (
-            digest == fixture["meta"]["inputs_sha256"]
-        ), f"{inputs} is not the file {path.name} was recorded with: regenerate both together"
+        assert digest == fixture["meta"]["inputs_sha256"], (
+            f"{inputs} is not the file {path.name} was recorded with: regenerate both together"
+        )
     return fixture
 
 

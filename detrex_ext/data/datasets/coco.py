@@ -187,7 +187,9 @@ def convert_to_coco_dict(dataset_dicts: list[dict], metadata: Any) -> dict[str, 
     """
     thing_classes = metadata.get("thing_classes") or []
     id_map = metadata.get("thing_dataset_id_to_contiguous_id")
-    reverse = {v: k for k, v in id_map.items()} if id_map else {i: i for i in range(len(thing_classes))}
+    reverse = (
+        {v: k for k, v in id_map.items()} if id_map else {i: i for i in range(len(thing_classes))}
+    )
     categories = [{"id": reverse[i], "name": name} for i, name in enumerate(thing_classes)]
     images, annotations = [], []
     for record in dataset_dicts:
@@ -196,7 +198,12 @@ def convert_to_coco_dict(dataset_dicts: list[dict], metadata: Any) -> dict[str, 
             record_annotations = _panoptic_thing_annotations(record)
         h, w = record["height"], record["width"]
         images.append(
-            {"id": record["image_id"], "width": w, "height": h, "file_name": record.get("file_name", "")}
+            {
+                "id": record["image_id"],
+                "width": w,
+                "height": h,
+                "file_name": record.get("file_name", ""),
+            }
         )
         for ann in record_annotations or []:
             box = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYWH_ABS)
@@ -255,7 +262,9 @@ def _panoptic_thing_annotations(record: dict) -> list[dict]:
 
 def _to_rle(segm: Any, height: int, width: int) -> dict:
     if isinstance(segm, list):
-        return mask_util.merge(mask_util.frPyObjects([np.asarray(p, dtype=np.float64) for p in segm], height, width))
+        return mask_util.merge(
+            mask_util.frPyObjects([np.asarray(p, dtype=np.float64) for p in segm], height, width)
+        )
     if isinstance(segm, dict):
         if isinstance(segm.get("counts"), list):
             return mask_util.frPyObjects(segm, *segm["size"])

@@ -93,7 +93,9 @@ def register_coco_panoptic(
         panoptic_json: the panoptic json.
         instances_json: optional instances json of the same images (box/mask AP evaluation).
     """
-    _register_panoptic(name, metadata, image_root, panoptic_root, panoptic_json, None, instances_json)
+    _register_panoptic(
+        name, metadata, image_root, panoptic_root, panoptic_json, None, instances_json
+    )
 
 
 def register_coco_panoptic_with_sem_seg(
@@ -122,7 +124,9 @@ def _register_panoptic(
     sem_seg_root: str | None,
     instances_json: str | None,
 ) -> None:
-    image_root, panoptic_root, panoptic_json = map(os.fspath, (image_root, panoptic_root, panoptic_json))
+    image_root, panoptic_root, panoptic_json = map(
+        os.fspath, (image_root, panoptic_root, panoptic_json)
+    )
     sem_seg_root = os.fspath(sem_seg_root) if sem_seg_root is not None else None
     metadata = dict(metadata)
     if "stuff_classes" not in metadata or "thing_classes" not in metadata:

@@ -21,7 +21,9 @@ __all__ = [
 ]
 
 
-def load_sem_seg(gt_root: str, image_root: str, gt_ext: str = "png", image_ext: str = "jpg") -> list[dict]:
+def load_sem_seg(
+    gt_root: str, image_root: str, gt_ext: str = "png", image_ext: str = "jpg"
+) -> list[dict]:
     """Pair every label file in ``gt_root`` with the image of the same stem in ``image_root``.
 
     Returns:

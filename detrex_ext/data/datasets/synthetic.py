@@ -63,7 +63,7 @@ class ShapeScene:
     noise: float = 8.0
 
     def _sky_mask(self) -> np.ndarray:
-        w, h = float(self.width), float(self.height)
+        w = float(self.width)
         polygon = np.array([0.0, 0.0, w, 0.0, w, self.horizon[1], 0.0, self.horizon[0]])
         return polygons_to_bitmask([polygon], self.height, self.width)
 
@@ -80,7 +80,9 @@ class ShapeScene:
         sky, masks = self._label_layers()
         rows = np.linspace(0.0, 1.0, self.height, dtype=np.float32)[:, None, None]
         sky_rgb = np.array(SYNTHETIC_CATEGORIES[_SKY]["color"], np.float32) * (0.85 + 0.15 * rows)
-        ground_rgb = np.array(SYNTHETIC_CATEGORIES[_GROUND]["color"], np.float32) * (1.1 - 0.2 * rows)
+        ground_rgb = np.array(SYNTHETIC_CATEGORIES[_GROUND]["color"], np.float32) * (
+            1.1 - 0.2 * rows
+        )
         canvas = np.where(sky[:, :, None], sky_rgb, ground_rgb)
         canvas = np.broadcast_to(canvas, (self.height, self.width, 3)).copy()
         for (_, _, color), mask in zip(self.objects, masks):
@@ -106,7 +108,9 @@ class ShapeScene:
         return ids
 
 
-def _shape_polygon(class_id: int, cx: float, cy: float, size: float, rng: np.random.Generator) -> np.ndarray:
+def _shape_polygon(
+    class_id: int, cx: float, cy: float, size: float, rng: np.random.Generator
+) -> np.ndarray:
     if class_id == 0:  # circle as a 32-gon
         angles = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi, 32, endpoint=False)
         radius = size / 2
@@ -166,13 +170,19 @@ def _scene_record(scene: ShapeScene, image_id: int, name: str) -> dict:
     annotations, segments = [], []
     sky = scene._sky_mask()
     covered = np.zeros((scene.height, scene.width), dtype=bool)
-    for (class_id, polygon, _), mask in zip(scene.objects, masks):
+    for mask in masks:
         covered |= mask
     for segment_id, (class_id, stuff) in enumerate(((_SKY, sky), (_GROUND, ~sky)), start=1):
         area = int((stuff & ~covered).sum())
         if area > 0:
             segments.append(
-                {"id": segment_id, "category_id": class_id, "iscrowd": 0, "isthing": False, "area": area}
+                {
+                    "id": segment_id,
+                    "category_id": class_id,
+                    "iscrowd": 0,
+                    "isthing": False,
+                    "area": area,
+                }
             )
     for k, ((class_id, polygon, _), mask) in enumerate(zip(scene.objects, masks)):
         area = int(mask.sum())
@@ -188,7 +198,9 @@ def _scene_record(scene: ShapeScene, image_id: int, name: str) -> dict:
                 "area": area,
             }
         )
-        segments.append({"id": 3 + k, "category_id": class_id, "iscrowd": 0, "isthing": True, "area": area})
+        segments.append(
+            {"id": 3 + k, "category_id": class_id, "iscrowd": 0, "isthing": True, "area": area}
+        )
     return {
         "file_name": f"synthetic://{name}/{image_id:06d}",
         "image_id": image_id,

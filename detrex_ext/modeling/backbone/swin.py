@@ -86,9 +86,7 @@ class WindowAttention(nn.Module):
         )
         coords = torch.stack(
             torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
-        ).flatten(
-            1
-        )  # [2, N]: (row, col) of each token
+        ).flatten(1)  # [2, N]: (row, col) of each token
         relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
         index = relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
         self.register_buffer("relative_position_index", index)
