@@ -100,5 +100,6 @@ def test_benchmark_runs_inference_and_a_training_step(tmp_path, capsys):
     assert benchmark.main(argv + ["--output", str(tmp_path / "b.json"), *REDUCED]) == 0
     results = json.loads((tmp_path / "b.json").read_text())
     assert results["inference"]["network_modules"] == ["backbone", "sem_seg_head"]
-    assert np.isfinite(results["training"]["last_loss"]) and results["training"]["last_loss"] > 0
+    training = results["training"]["fp32"]
+    assert np.isfinite(training["last_loss"]) and training["last_loss"] > 0
     assert "training step, batch 1 @ 64x64" in capsys.readouterr().out
