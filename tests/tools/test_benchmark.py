@@ -284,3 +284,13 @@ def test_split_of_a_real_mask_dino_step_adds_up(tmp_path):
     step = training["step"]["median_ms"]
     assert step / 3 < sum(phases) < 3 * step  # loose: 2 timed runs on a shared CPU
     assert math.isfinite(training["last_loss"]) and training["last_loss"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(benchmark.OFFICIAL_H200))
+def test_official_figures_belong_to_our_config_of_that_name(name):
+    """Each official entry's parameter count (from the note) is that of our config's model."""
+    from detrex_ext.config import instantiate
+
+    model = instantiate(benchmark.load_config(f"maskdino/{name}.py").model)
+    assert sum(p.numel() for p in model.parameters()) == benchmark.OFFICIAL_H200[name]["parameters"]
