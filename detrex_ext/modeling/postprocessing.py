@@ -28,9 +28,14 @@ def sem_seg_postprocess(
         output_height, output_width: the wanted output size (usually the original image size).
 
     Returns:
-        `[C, output_height, output_width]`, bilinear with `align_corners=False`.
+        `[C, output_height, output_width]`, bilinear with `align_corners=False`. When the crop
+        already has the output size the resize is the identity (scale 1 samples exactly on the
+        source pixels), so the crop itself is returned: it may share memory with `result`.
     """
-    result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
+    cropped = result[:, : img_size[0], : img_size[1]]
+    if tuple(cropped.shape[-2:]) == (int(output_height), int(output_width)):
+        return cropped.contiguous()
+    result = cropped.expand(1, -1, -1, -1)
     result = F.interpolate(
         result, size=(int(output_height), int(output_width)), mode="bilinear", align_corners=False
     )

@@ -220,7 +220,12 @@ class MaskDINO(nn.Module):
         return sem_seg_postprocess(masks, image_size, height, width)
 
     def inference(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
-        """Post-process the final predictions of every image (spec section 6)."""
+        """Post-process the final predictions of every image (spec section 6).
+
+        Only the switched-on outputs are computed. All queries' masks are resized only for the
+        semantic map (it sums over every query); panoptic and instance results resize just the
+        queries they keep (or index the semantic path's masks), which gives the same values.
+        """
         padded_size = tuple(images.tensor.shape[-2:])
         results = []
         for b, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
@@ -231,7 +236,7 @@ class MaskDINO(nn.Module):
             result: dict = {}
 
             full_masks = None
-            if self.semantic_on or self.panoptic_on:
+            if self.semantic_on:
                 if self.sem_seg_postprocess_before_inference:
                     full_masks = self._masks_at_output_size(
                         mask_pred, padded_size, image_size, height, width
@@ -240,7 +245,6 @@ class MaskDINO(nn.Module):
                     full_masks = F.interpolate(
                         mask_pred[None], size=padded_size, mode="bilinear", align_corners=False
                     )[0]
-            if self.semantic_on:
                 sem = inference.semantic_inference(
                     mask_cls, full_masks, self.semantic_ce_loss, self.transform_eval, self.pano_temp
                 )
@@ -248,14 +252,8 @@ class MaskDINO(nn.Module):
                     sem = sem_seg_postprocess(sem, image_size, height, width)
                 result["sem_seg"] = sem
             if self.panoptic_on:
-                result["panoptic_seg"] = inference.panoptic_inference(
-                    mask_cls,
-                    full_masks,
-                    self.metadata.thing_ids(),
-                    self.object_mask_threshold,
-                    self.overlap_threshold,
-                    self.transform_eval,
-                    self.pano_temp,
+                result["panoptic_seg"] = self._panoptic_result(
+                    mask_cls, mask_pred, full_masks, padded_size, image_size, height, width
                 )
             if self.instance_on:
                 result["instances"] = self._instance_result(
@@ -271,6 +269,36 @@ class MaskDINO(nn.Module):
             results.append(result)
         return results
 
+    def _query_masks(
+        self, mask_pred, queries, full_masks, padded_size, image_size, height, width
+    ) -> Tensor:
+        """`[K, height, width]` mask logits of `queries` (`[K]` int64 indices into the `[Q, h, w]`
+        `mask_pred`), equal to the all-query resize at those indices: taken from `full_masks`
+        when the semantic path made it, else only these queries are resized (small maps, where
+        a subset could round differently, resize all queries)."""
+        if full_masks is not None:
+            return full_masks[queries]
+        if not inference.subset_resize_is_exact(padded_size, (height, width)):
+            full = self._masks_at_output_size(mask_pred, padded_size, image_size, height, width)
+            return full[queries]
+        return inference.resize_mask_logits(
+            mask_pred[queries], padded_size, image_size, (height, width)
+        )
+
+    def _panoptic_result(
+        self, mask_cls, mask_pred, full_masks, padded_size, image_size, height, width
+    ) -> tuple[Tensor, list[dict]]:
+        """Panoptic map and segments of one image; only the kept queries' masks are resized."""
+        queries, scores, labels = inference.panoptic_keep(
+            mask_cls, self.object_mask_threshold, self.transform_eval, self.pano_temp
+        )
+        masks = self._query_masks(
+            mask_pred, queries, full_masks, padded_size, image_size, height, width
+        )
+        return inference.panoptic_merge(
+            scores, labels, masks, self.metadata.thing_ids(), self.overlap_threshold
+        )
+
     def _instance_result(
         self, mask_cls, mask_pred, boxes, full_masks, padded_size, image_size, height, width
     ) -> Instances:
@@ -279,12 +307,9 @@ class MaskDINO(nn.Module):
         scores, labels, queries = inference.select_topk_queries(
             mask_cls, self.num_classes, self.test_topk_per_image, thing_ids
         )
-        if full_masks is not None:
-            masks = full_masks[queries]
-        else:
-            masks = self._masks_at_output_size(
-                mask_pred[queries], padded_size, image_size, height, width
-            )
+        masks = self._query_masks(
+            mask_pred, queries, full_masks, padded_size, image_size, height, width
+        )
         # Boxes are normalised over the padded canvas: scale by the padded size at output scale.
         scale_h = padded_size[0] / image_size[0] * height
         scale_w = padded_size[1] / image_size[1] * width
