@@ -309,6 +309,27 @@ def test_panoptic_merge_equals_per_query_reference(seed, overlap):
     assert torch.equal(seg2, seg) and info2 == info
 
 
+def test_panoptic_merge_ties_go_to_the_first_query():
+    """Two queries with the same class logits and the same saturated mask (sigmoid exactly 1)
+    tie on it. When the first one wins it is a segment; the second one also claims the last
+    query's area, so had it won the tie it would fail the overlap rule (the area stays void)."""
+    h, w = 20, 28
+    cls = torch.full((4, NUM_CLASSES), -8.0)
+    cls[0, 40] = cls[1, 5] = cls[2, 5] = cls[3, 70] = 3.0
+    masks = torch.full((4, h, w), -30.0)
+    masks[0, :, :8] = 30.0
+    masks[1:3, :, 8:18] = 30.0
+    masks[2, :, 18:] = 2.0  # own (sigmoid 0.88) but lost to query 3
+    masks[3, :, 18:] = 30.0
+    queries, scores, labels = inference.panoptic_keep(cls, 0.25, True, 0.06)
+    assert scores[1] == scores[2] and queries.tolist() == [0, 1, 2, 3]
+    seg, info = inference.panoptic_merge(scores, labels, masks[queries], THINGS, 0.8)
+    expected = reference_panoptic(cls, masks, 0.25, 0.8, 0.06)
+    assert torch.equal(seg, expected[0]) and info == expected[1]
+    assert [s["category_id"] for s in info] == [40, 5, 70]
+    assert seg[:, 8:18].eq(2).all()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_resizing_a_subset_of_queries_gives_the_full_resize_values(model, threads):
     """Any subset size (3 once picked another CPU kernel) and output smaller, equal, larger."""
