@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 from torch.nn.init import trunc_normal_
 from torchvision.ops import StochasticDepth
+
+from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
 
 from .backbone import Backbone
 
@@ -247,10 +248,8 @@ class BasicLayer(nn.Module):
         """``[B, H*W, C]`` -> (stage output ``[B, H*W, C]``, next input, next H, next W)."""
         mask = _shift_attention_mask(height, width, self.window_size, self.shift_size, x.device)
         for block in self.blocks:
-            if self.use_checkpoint and self.training:
-                x = torch.utils.checkpoint.checkpoint(
-                    block, x, height, width, mask, use_reentrant=False
-                )
+            if self.use_checkpoint and needs_checkpoint(block, x):
+                x = checkpoint_module(block, x, height, width, mask)
             else:
                 x = block(x, height, width, mask)
         if self.downsample is None:
@@ -291,7 +290,8 @@ class SwinTransformer(Backbone):
         out_features: returned stages; each gets an output LayerNorm ``norm{i}``.
         freeze_at: 0 trains everything; 1 freezes ``patch_embed`` (and ``absolute_pos_embed``);
             k >= 2 also freezes ``layers[0..k-2]`` (Mask2Former's ``frozen_stages = k - 1``).
-        use_checkpoint: activation checkpointing in training.
+        use_checkpoint: activation checkpointing of every block in training (recomputed in the
+            backward with the same stochastic-depth draws; frozen stages are never checkpointed).
     """
 
     def __init__(
@@ -363,6 +363,11 @@ class SwinTransformer(Backbone):
         self.apply(self._init_weights)
         self.freeze_at = freeze_at
         self._freeze()
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Switch ``use_checkpoint`` of every stage."""
+        for layer in self.layers:
+            layer.use_checkpoint = enabled
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from detrex_ext.layers import FrozenBatchNorm2d
+from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
 
 from .backbone import Backbone
 
@@ -40,6 +41,11 @@ class TimmBackbone(Backbone):
         freeze_at: 0 trains everything; 1 freezes the stem (all modules before the stride-4
             stage); k >= 2 freezes everything up to and including the stage of ``res{k}``
             (``requires_grad=False``; batch norms there become frozen).
+        activation_checkpointing: in training, recompute the trainable stages (each block of a
+            sequential stage) in the backward instead of keeping their activations. Same outputs,
+            gradients and batch-norm statistics. Models that timm wraps as a module list
+            (``FeatureListNet``: ResNets, ConvNeXts, ...) are checkpointed here; other wrappers
+            use timm's own ``set_grad_checkpointing``.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
 
@@ -51,6 +57,7 @@ class TimmBackbone(Backbone):
         in_channels: int = 3,
         norm: str = "FrozenBN",
         freeze_at: int = 0,
+        activation_checkpointing: bool = False,
         **timm_kwargs,
     ) -> None:
         super().__init__()
@@ -82,6 +89,23 @@ class TimmBackbone(Backbone):
         elif norm == "SyncBN":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.freeze(freeze_at)
+        self.activation_checkpointing = False
+        self.set_activation_checkpointing(activation_checkpointing)
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Switch activation checkpointing (see the class docstring)."""
+        if not self._is_module_list():
+            # FeatureHookNet has the method; FeatureGetterNet wraps the model as `.model`
+            target = self.model
+            if not hasattr(target, "set_grad_checkpointing"):
+                target = getattr(target, "model", None)
+            if not hasattr(target, "set_grad_checkpointing"):
+                raise ValueError(
+                    f"timm's {type(self.model).__name__} has no set_grad_checkpointing(); "
+                    "build TimmBackbone with activation_checkpointing=False"
+                )
+            target.set_grad_checkpointing(enabled)
+        self.activation_checkpointing = enabled
 
     def _stage_module(self, name: str) -> nn.Module:
         module_name = self._module_names[name]
@@ -120,8 +144,50 @@ class TimmBackbone(Backbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[B, C, H, W]`` -> ``{name: [B, channels, H / stride, W / stride]}``."""
-        features = dict(zip(self._all_names, self.model(x)))
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        if checkpointing and self._is_module_list():
+            features = dict(zip(self._all_names, self._checkpointed_features(x)))
+        else:
+            features = dict(zip(self._all_names, self.model(x)))
         outputs = {name: features[name] for name in self._out_features}
         if self._channels_last_output:  # e.g. timm's Swin: NHWC feature maps
             outputs = {name: f.permute(0, 3, 1, 2) for name, f in outputs.items()}
         return outputs
+
+    def _is_module_list(self) -> bool:
+        from timm.models import FeatureDictNet  # FeatureListNet's base class
+
+        return isinstance(self.model, FeatureDictNet)
+
+    def _checkpointed_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What timm's ``FeatureListNet`` returns, with the trainable parts checkpointed.
+
+        The modules between two returned features form one segment: one checkpoint, or one per
+        block when the segment is a single sequential stage. Called in training with autograd on.
+        """
+        features, segment = [], []
+        for name, module in self.model.items():
+            segment.append(module)
+            if name not in self.model.return_layers:
+                continue
+            x = self._run_segment(segment, x)
+            segment = []
+            if isinstance(x, (tuple, list)):
+                features.append(torch.cat(x, 1) if self.model.concat else x[0])
+            else:
+                features.append(x)
+        return features
+
+    @staticmethod
+    def _run_segment(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """Run ``modules`` in order; ``[B, C, H, W] -> [B, C', H', W']``."""
+        if getattr(modules[0], "inplace", False) is True:
+            x = modules[0](x)  # would overwrite the input the checkpoint keeps
+            modules = modules[1:]
+        if len(modules) == 1 and isinstance(modules[0], nn.Sequential):
+            blocks = list(modules[0])
+        else:
+            blocks = [nn.Sequential(*modules)] if modules else []  # a container in training mode
+        for block in blocks:
+            x = checkpoint_module(block, x) if needs_checkpoint(block, x) else block(x)
+        return x

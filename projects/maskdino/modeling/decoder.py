@@ -55,6 +55,8 @@ class MaskDINODecoder(nn.Module):
         dec_n_points: sampling points per head and level.
         query_dim: 4 (anchor boxes).
         semantic_ce_loss: the class head has C + 1 outputs (softmax CE "no object" column).
+        activation_checkpointing: recompute each decoder layer in the backward (training only);
+            every per-layer prediction is still produced for the auxiliary losses.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class MaskDINODecoder(nn.Module):
         dec_n_points: int = 4,
         query_dim: int = 4,
         semantic_ce_loss: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if initialize_box_type not in BOX_INIT_TYPES:
@@ -138,6 +141,7 @@ class MaskDINODecoder(nn.Module):
             n_levels=total_num_feature_levels,
             n_heads=nheads,
             n_points=dec_n_points,
+            activation_checkpointing=activation_checkpointing,
         )
         self._bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         nn.init.constant_(self._bbox_embed.layers[-1].weight, 0)

@@ -20,6 +20,7 @@ from detrex_ext.layers import (
     box_sine_embedding,
     inverse_sigmoid,
 )
+from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
 
 __all__ = ["DeformableTransformerDecoderLayer", "TransformerDecoder"]
 
@@ -112,6 +113,8 @@ class TransformerDecoder(nn.Module):
         norm: the output LayerNorm (the same module as the predictor's `decoder_norm`).
         d_model: query width D.
         query_dim: 4 (anchor boxes).
+        activation_checkpointing: recompute each layer in the backward (training only); the box
+            refinement and the prediction heads outside the layers are not checkpointed.
         layer_kwargs: arguments of `DeformableTransformerDecoderLayer`.
 
     The box MLP is attached after construction as `self.bbox_embed` (a ModuleList that holds one
@@ -125,9 +128,11 @@ class TransformerDecoder(nn.Module):
         norm: nn.LayerNorm,
         d_model: int = 256,
         query_dim: int = 4,
+        activation_checkpointing: bool = False,
         **layer_kwargs,
     ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         if query_dim != 4:
             raise ValueError("Mask DINO's decoder uses 4-d anchor boxes (query_dim=4)")
         self.layers = nn.ModuleList(
@@ -179,9 +184,12 @@ class TransformerDecoder(nn.Module):
         for layer_id, layer in enumerate(self.layers):
             ref_input = reference[:, :, None].expand(-1, -1, num_levels, -1)
             query_pos = self.ref_point_head(box_sine_embedding(reference, self.d_model // 2))
-            output = layer(
-                output, query_pos, ref_input, memory, spatial_shapes, level_start_index, tgt_mask
-            )
+            inputs = (output, query_pos, ref_input, memory)
+            layout = (spatial_shapes, level_start_index, tgt_mask)
+            if self.activation_checkpointing and needs_checkpoint(layer, *inputs):
+                output = checkpoint_module(layer, *inputs, *layout)
+            else:
+                output = layer(*inputs, *layout)
             # The refinement reads the raw (un-normed) layer output.
             delta = self.bbox_embed[layer_id](output)
             new_reference = (delta + inverse_sigmoid(reference)).sigmoid()
@@ -189,3 +197,7 @@ class TransformerDecoder(nn.Module):
             refs.append(new_reference)
             hs.append(self.norm(output))
         return hs, refs
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Switch per-layer activation checkpointing."""
+        self.activation_checkpointing = enabled

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detrex_ext.layers import box_xyxy_to_cxcywh
+from detrex_ext.layers.activation_checkpointing import set_activation_checkpointing
 from detrex_ext.modeling.postprocessing import sem_seg_postprocess
 from detrex_ext.structures import BitMasks, ImageList, Instances
 
@@ -50,6 +51,10 @@ class MaskDINO(nn.Module):
         focus_on_box: instance score = class score (no mask score).
         transform_eval: sharpen sigmoid class scores with softmax(sigmoid / pano_temp).
         semantic_ce_loss: the model was trained with the softmax CE class loss (C + 1 logits).
+        activation_checkpointing: turn on activation checkpointing in every submodule that
+            supports it (backbone stages or blocks, encoder and decoder layers): training keeps
+            fewer activations and recomputes them in the backward, with the same losses and
+            gradients. False leaves the submodules' own settings as configured.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class MaskDINO(nn.Module):
         focus_on_box: bool = False,
         transform_eval: bool = True,
         semantic_ce_loss: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -103,6 +109,15 @@ class MaskDINO(nn.Module):
         self.semantic_ce_loss = semantic_ce_loss
         self._check_num_classes()
         self.metadata.check_num_classes(num_classes)
+        self.activation_checkpointing = activation_checkpointing
+        if activation_checkpointing:
+            switched = set_activation_checkpointing(self, True)
+            if not switched:
+                raise ValueError(
+                    "model.activation_checkpointing=True but no submodule supports it (none has "
+                    "set_activation_checkpointing()); set it to False"
+                )
+            logger.info("activation checkpointing on in: %s", ", ".join(switched))
         self.register_load_state_dict_pre_hook(_drop_non_persistent)
 
     def _check_num_classes(self) -> None:

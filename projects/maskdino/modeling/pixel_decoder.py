@@ -28,6 +28,7 @@ from detrex_ext.layers import (
     ShapeSpec,
     get_norm,
 )
+from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
 
 from .levels import flatten_levels
 
@@ -93,10 +94,16 @@ class MSDeformAttnEncoderLayer(nn.Module):
 
 
 class MSDeformAttnEncoder(nn.Module):
-    """A stack of encoder layers (attribute `layers`, as in the official key names)."""
+    """A stack of encoder layers (attribute `layers`, as in the official key names).
 
-    def __init__(self, *, num_layers: int, **layer_kwargs) -> None:
+    With `activation_checkpointing`, each layer is recomputed in the backward in training.
+    """
+
+    def __init__(
+        self, *, num_layers: int, activation_checkpointing: bool = False, **layer_kwargs
+    ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         self.layers = nn.ModuleList(
             MSDeformAttnEncoderLayer(**layer_kwargs) for _ in range(num_layers)
         )
@@ -129,8 +136,16 @@ class MSDeformAttnEncoder(nn.Module):
         """src, pos: `[B, S, D]` -> encoded memory `[B, S, D]`."""
         ref = self.reference_points(spatial_shapes, src.shape[0], src.device)
         for layer in self.layers:
-            src = layer(src, pos, ref, spatial_shapes, level_start_index)
+            args = (src, pos, ref, spatial_shapes, level_start_index)
+            if self.activation_checkpointing and needs_checkpoint(layer, src, pos):
+                src = checkpoint_module(layer, *args)
+            else:
+                src = layer(*args)
         return src
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Switch per-layer activation checkpointing."""
+        self.activation_checkpointing = enabled
 
 
 class MSDeformAttnEncoderOnly(nn.Module):
@@ -146,10 +161,12 @@ class MSDeformAttnEncoderOnly(nn.Module):
         dropout: float,
         num_feature_levels: int,
         enc_n_points: int = 4,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = MSDeformAttnEncoder(
             num_layers=num_encoder_layers,
+            activation_checkpointing=activation_checkpointing,
             d_model=d_model,
             d_ffn=dim_feedforward,
             dropout=dropout,
@@ -202,6 +219,8 @@ class MaskDINOEncoder(nn.Module):
         total_num_feature_levels: encoder levels including the extra downsampled ones.
         feature_order: "low2high" or "high2low"; fixes the level order of the encoder (and,
             reversed, of the decoder). See the spec's section 3.3.
+        activation_checkpointing: recompute each encoder layer in the backward (training only):
+            same outputs and gradients, less memory.
     """
 
     def __init__(
@@ -220,6 +239,7 @@ class MaskDINOEncoder(nn.Module):
         num_feature_levels: int = 3,
         total_num_feature_levels: int = 4,
         feature_order: FeatureOrder = "low2high",
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if feature_order not in ("low2high", "high2low"):
@@ -275,6 +295,7 @@ class MaskDINOEncoder(nn.Module):
             dim_feedforward=transformer_dim_feedforward,
             dropout=transformer_dropout,
             num_feature_levels=total_num_feature_levels,
+            activation_checkpointing=activation_checkpointing,
         )
         self.pe_layer = PositionEmbeddingSine(num_pos_feats=conv_dim // 2, normalize=True)
 

@@ -133,4 +133,8 @@ model = L(MaskDINO)(
     focus_on_box=False,
     transform_eval=True,
     semantic_ce_loss=False,
+    # Memory saver: `model.activation_checkpointing=True` recomputes the backbone blocks and the
+    # encoder/decoder layers in the backward (same losses and gradients, one more forward of
+    # those parts per step); it turns on every submodule that supports it.
+    activation_checkpointing=False,
 )

@@ -28,6 +28,9 @@ model.backbone = L(SwinTransformer)(
     patch_norm=True,
     out_features=["res2", "res3", "res4", "res5"],
     freeze_at=0,
+    # per-block activation checkpointing; `model.activation_checkpointing=True` turns it on here
+    # and in the encoder and decoder layers (the memory saver)
+    use_checkpoint=False,
 )
 
 model.sem_seg_head.pixel_decoder.input_shape = {
