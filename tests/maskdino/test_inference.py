@@ -15,6 +15,9 @@ from projects.maskdino.modeling import inference
 @pytest.fixture(scope="module")
 def panoptic_model():
     cfg = load_config("maskdino_r50_coco_panoptic_seg_50ep", reduced=True)
+    # Seeded: the bf16 error of the sharpened semantic map depends on the random weights (from
+    # 0.005 to 0.22 over seeds 0-7), so an unseeded model made test_bf16_autocast order-dependent.
+    torch.manual_seed(0)
     return instantiate(cfg.model).eval()
 
 
