@@ -273,10 +273,18 @@ def _run_train(name: str) -> dict:
     """One training step under replayed random draws; keeps only detached records."""
     model = build_model(name)
     recorder = _Recorder(model)
+    # One record per official matcher call (final, aux 0.., interm): ours matches them all in
+    # one `match_many` call (which `forward` also goes through), so record its per-output lists.
     matcher_calls = []
-    handle = model.criterion.matcher.register_forward_hook(
-        lambda _m, _a, out: matcher_calls.append([(s.clone(), t.clone()) for s, t in out])
-    )
+    matcher = model.criterion.matcher
+    match_many = matcher.match_many
+
+    def recording_match_many(*args, **kwargs):
+        result = match_many(*args, **kwargs)
+        matcher_calls.extend([[(s.clone(), t.clone()) for s, t in out] for out in result])
+        return result
+
+    matcher.match_many = recording_match_many
     model.train()
     model.zero_grad(set_to_none=True)
     try:
@@ -286,7 +294,7 @@ def _run_train(name: str) -> dict:
             total.backward()
     finally:
         model.eval()
-        handle.remove()
+        del matcher.match_many
         recorder.close()
     grads, seen = {}, set()
     for pname, param in model.named_parameters():

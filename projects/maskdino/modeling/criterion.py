@@ -43,7 +43,8 @@ class SetCriterion(nn.Module):
 
     Args:
         num_classes: C.
-        matcher: a callable `(outputs, targets) -> [(pred_idx, gt_idx)] per image`.
+        matcher: a callable `(outputs, targets) -> [(pred_idx, gt_idx)] per image`; its
+            `match_many(outputs_list, targets)` is used when present (one host sync per step).
         weight_dict: loss name -> weight (see `maskdino_weight_dict`); the model multiplies and
             filters the losses with it.
         eos_coef: weight of the "no object" class in the CE loss.
@@ -186,6 +187,22 @@ class SetCriterion(nn.Module):
             out.update(self.get_loss(loss, outputs, targets, indices, num_boxes))
         return {k + suffix: v for k, v in out.items()}
 
+    def _match_all(self, outputs: dict, targets: list[dict]) -> list[Indices]:
+        """Assignments of the final, every auxiliary and the interm output, in that order.
+
+        One `match_many` call (all cost matrices on the device, one host transfer) when the
+        matcher has it, else one matcher call per output; either way the matcher's random draws
+        come in the order final, aux 0.., interm, before any loss draws.
+        """
+        main = {k: v for k, v in outputs.items() if k not in ("aux_outputs", "interm_outputs")}
+        to_match = [main, *outputs.get("aux_outputs", [])]
+        if "interm_outputs" in outputs:
+            to_match.append(outputs["interm_outputs"])
+        match_many = getattr(self.matcher, "match_many", None)
+        if match_many is not None:
+            return match_many(to_match, targets)
+        return [self.matcher(out, targets) for out in to_match]
+
     def forward(self, outputs: dict, targets: list[dict], dn_meta: dict | None = None) -> dict:
         """Compute every loss (unweighted).
 
@@ -205,8 +222,9 @@ class SetCriterion(nn.Module):
             dn_out = dn_meta["output_known_lbs_bboxes"]
             # Fixed assignment: DN slot g * max_objects + j reconstructs ground truth j.
             dn_idx = dn_meta["indices"]
-        main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        indices = self.matcher(main, targets)
+        # matched[0]: final output, matched[1 + i]: aux i, matched[-1]: interm (when present)
+        matched = self._match_all(outputs, targets)
+        indices = matched[0]
         num_boxes = reduce_num_objects(sum(len(t["labels"]) for t in targets), device)
 
         losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "")
@@ -220,8 +238,9 @@ class SetCriterion(nn.Module):
         # Without interm outputs the pre-decoder DN prediction (aux 0) is not supervised.
         dn_start = 0 if "interm_outputs" in outputs else 1
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_indices = self.matcher(aux, targets)
-            losses.update(self._losses(self.losses, aux, targets, aux_indices, num_boxes, f"_{i}"))
+            losses.update(
+                self._losses(self.losses, aux, targets, matched[1 + i], num_boxes, f"_{i}")
+            )
             if i < dn_start:
                 continue
             if use_dn:
@@ -240,9 +259,8 @@ class SetCriterion(nn.Module):
 
         if "interm_outputs" in outputs:
             interm = outputs["interm_outputs"]
-            interm_indices = self.matcher(interm, targets)
             losses.update(
-                self._losses(self.losses, interm, targets, interm_indices, num_boxes, "_interm")
+                self._losses(self.losses, interm, targets, matched[-1], num_boxes, "_interm")
             )
         return losses
 
