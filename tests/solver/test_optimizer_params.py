@@ -174,3 +174,29 @@ def test_common_sgd_config():
     assert isinstance(optimizer, torch.optim.SGD)
     table = _by_name(model, optimizer.param_groups)
     assert table["head.weight"] == (0.02, 1e-4) and table["norm.weight"] == (0.02, 0.0)
+
+
+def test_common_adamw_fused_switch_updates_like_the_default_path():
+    """optimizer.fused=True (an existing key, no '+') builds fused AdamW; one step lands where the
+    default multi-tensor step lands, up to float rounding."""
+    steps = {}
+    for fused in ("null", "true"):
+        cfg = OmegaConf.create(
+            {"optimizer": get_config("common/optim.py").AdamW}, flags={"allow_objects": True}
+        )
+        LazyConfig.apply_overrides(cfg, [f"optimizer.fused={fused}"])
+        torch.manual_seed(0)
+        model = Net()
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+        assert optimizer.defaults["fused"] is (True if fused == "true" else None)
+        loss = sum((p.float() ** 2).sum() for p in model.parameters())
+        loss.backward()
+        optimizer.step()
+        steps[fused] = [p.detach().clone() for p in model.parameters()]
+    for default, fused in zip(steps["null"], steps["true"]):
+        torch.testing.assert_close(fused, default, rtol=1e-6, atol=1e-7)
+    # the step did something: AdamW moves every weight with a gradient by about lr
+    torch.manual_seed(0)
+    initial = [p.detach() for p in Net().parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(initial, steps["true"]))
