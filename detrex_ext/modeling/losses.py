@@ -46,6 +46,9 @@ def reduce_num_objects(
     """
     if isinstance(num_objects, torch.Tensor):
         device = device or num_objects.device
+    elif comm.get_world_size() == 1:
+        # A count known on the host needs no device round trip (and no CUDA sync) alone.
+        return max(float(num_objects), 1.0)
     count = torch.as_tensor([float(num_objects)], dtype=torch.float64, device=device)
     count = comm.all_reduce_sum(count) / comm.get_world_size()
     return max(count.item(), 1.0)

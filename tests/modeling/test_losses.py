@@ -94,3 +94,14 @@ def test_reduce_num_objects_single_and_simulated_processes(monkeypatch):
     monkeypatch.setattr(comm, "get_world_size", lambda: 2)
     monkeypatch.setattr(comm, "all_reduce_sum", lambda t: t.add_(6.0))
     assert reduce_num_objects(3) == 4.5
+
+
+def test_reduce_num_objects_of_a_host_count_never_reads_a_tensor_back(monkeypatch):
+    """In one process a Python count is returned as is: no device tensor, no host sync."""
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("a tensor was read back to the host")
+
+    monkeypatch.setattr(torch.Tensor, "item", forbidden)
+    assert reduce_num_objects(19) == 19.0
+    assert reduce_num_objects(0) == 1.0
