@@ -87,9 +87,13 @@ def moving_average(points: list[tuple[float, float]], window: int) -> list[tuple
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten) covering [low, high]."""
+    """Round tick values (1, 2 or 5 times a power of ten) covering [low, high].
+
+    A single value (low == high, e.g. one evaluation) gets a range centred on it.
+    """
     if high <= low:
-        high = low + (abs(low) or 1.0)
+        margin = 0.1 * abs(low) or 1.0
+        low, high = low - margin, low + margin
     raw_step = (high - low) / max(count, 1)
     magnitude = 10 ** math.floor(math.log10(raw_step))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw_step)

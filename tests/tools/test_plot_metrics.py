@@ -57,6 +57,9 @@ def test_ticks_and_smoothing():
     assert plot_metrics.nice_ticks(0, 97) == [0, 20, 40, 60, 80, 100]
     assert plot_metrics.nice_ticks(0.013, 0.051) == [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
     assert plot_metrics.nice_ticks(3.0, 3.0)[0] <= 3.0 <= plot_metrics.nice_ticks(3.0, 3.0)[-1]
+    # one evaluation at iteration 1500: the axis is centred on it, not [1500, 3000]
+    assert plot_metrics.nice_ticks(1500, 1500) == [1300, 1400, 1500, 1600, 1700]
+    assert plot_metrics.nice_ticks(0, 0) == [-1, -0.5, 0, 0.5, 1]
     points = [(0, 1.0), (1, 3.0), (2, 5.0), (3, 7.0)]
     assert plot_metrics.moving_average(points, 2) == [(0, 1.0), (1, 2.0), (2, 4.0), (3, 6.0)]
 
