@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .multi_scale_deform_attn_op import SpatialShapes, multi_scale_deformable_attn
 
@@ -98,24 +99,48 @@ class MultiScaleDeformableAttention(nn.Module):
         Returns:
             ``[B, Q, C]``, the attention output after ``output_proj`` (no residual).
         """
-        batch, num_queries, _ = query.shape
-        num_tokens = input_flatten.shape[1]
-        heads, levels, points = self.num_heads, self.num_levels, self.num_points
+        batch, num_tokens = input_flatten.shape[:2]
+        heads = self.num_heads
 
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(batch, num_tokens, heads, self.embed_dim // heads)
 
-        # Offsets and attention logits are promoted to >= fp32 before the location/softmax math.
-        offsets = self.sampling_offsets(query)
-        offsets = offsets.to(torch.promote_types(offsets.dtype, torch.float32))
-        offsets = offsets.view(batch, num_queries, heads, levels, points, 2)
-        logits = self.attention_weights(query)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        weights = logits.view(batch, num_queries, heads, levels * points).softmax(-1)
-        weights = weights.view(batch, num_queries, heads, levels, points)
+        # The coordinates are computed in >= fp32 with autocast off: under bf16 autocast only the
+        # value/output projections (and the sampled values) are low precision.
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            offsets, weights = self._offsets_and_weights(query)
+            locations = self._sampling_locations(reference_points, offsets, input_spatial_shapes)
+        output = multi_scale_deformable_attn(
+            value, input_spatial_shapes, input_level_start_index, locations, weights
+        )
+        return self.output_proj(output)
 
+    def _offsets_and_weights(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampling offsets ``[B, Q, H, L, P, 2]`` and softmaxed weights ``[B, Q, H, L, P]``.
+
+        Both are computed in ``promote(query, weight, fp32)`` (weights cast if lower), so they
+        stay fp32 under autocast or when the module itself was cast to bf16.
+        """
+        batch, num_queries, _ = query.shape
+        heads, levels, points = self.num_heads, self.num_levels, self.num_points
+        dtype = torch.promote_types(query.dtype, torch.float32)
+        dtype = torch.promote_types(dtype, self.sampling_offsets.weight.dtype)
+        query = query.to(dtype)
+        offsets = _linear(self.sampling_offsets, query, dtype)
+        offsets = offsets.view(batch, num_queries, heads, levels, points, 2)
+        logits = _linear(self.attention_weights, query, dtype)
+        weights = logits.view(batch, num_queries, heads, levels * points).softmax(-1)
+        return offsets, weights.view(batch, num_queries, heads, levels, points)
+
+    def _sampling_locations(
+        self,
+        reference_points: torch.Tensor,
+        offsets: torch.Tensor,
+        input_spatial_shapes: SpatialShapes,
+    ) -> torch.Tensor:
+        """Normalised sampling locations ``[B, Q, H, L, P, 2]`` from references and offsets."""
         if reference_points.shape[-1] == 2:
             if isinstance(input_spatial_shapes, torch.Tensor):
                 shapes = input_spatial_shapes.to(device=offsets.device, dtype=offsets.dtype)
@@ -126,26 +151,30 @@ class MultiScaleDeformableAttention(nn.Module):
                     device=offsets.device,
                 )
             normalizer = shapes.flip(-1)  # (W_l, H_l)
-            locations = (
+            return (
                 reference_points[:, :, None, :, None, :]
                 + offsets / normalizer[None, None, None, :, None, :]
             )
-        elif reference_points.shape[-1] == 4:
+        if reference_points.shape[-1] == 4:
             centers = reference_points[:, :, None, :, None, :2]
             sizes = reference_points[:, :, None, :, None, 2:]
-            locations = centers + offsets / points * sizes * 0.5
-        else:
-            raise ValueError(
-                "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) coordinates, got "
-                f"shape {tuple(reference_points.shape)}"
-            )
-        output = multi_scale_deformable_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights
+            return centers + offsets / self.num_points * sizes * 0.5
+        raise ValueError(
+            "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) coordinates, got "
+            f"shape {tuple(reference_points.shape)}"
         )
-        return self.output_proj(output)
 
     def extra_repr(self) -> str:
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"num_levels={self.num_levels}, num_points={self.num_points}"
         )
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``layer(x)`` computed in ``dtype``: the module call itself when its weight is in ``dtype``
+    (hooks run, the result is bit-identical to before), else with the parameters cast."""
+    if layer.weight.dtype == dtype:
+        return layer(x)
+    bias = None if layer.bias is None else layer.bias.to(dtype)
+    return F.linear(x, layer.weight.to(dtype), bias)

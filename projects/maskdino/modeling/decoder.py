@@ -57,6 +57,9 @@ class MaskDINODecoder(nn.Module):
         semantic_ce_loss: the class head has C + 1 outputs (softmax CE "no object" column).
         activation_checkpointing: recompute each decoder layer in the backward (training only);
             every per-layer prediction is still produced for the auxiliary losses.
+        transformer_autocast: the decoder layers run under the caller's autocast (bf16
+            linears/attention, fp32 sampling coordinates) instead of fp32; box refinement,
+            reference points and the prediction heads are unchanged.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class MaskDINODecoder(nn.Module):
         query_dim: int = 4,
         semantic_ce_loss: bool = False,
         activation_checkpointing: bool = False,
+        transformer_autocast: bool = False,
     ) -> None:
         super().__init__()
         if initialize_box_type not in BOX_INIT_TYPES:
@@ -142,6 +146,7 @@ class MaskDINODecoder(nn.Module):
             n_heads=nheads,
             n_points=dec_n_points,
             activation_checkpointing=activation_checkpointing,
+            transformer_autocast=transformer_autocast,
         )
         self._bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         nn.init.constant_(self._bbox_embed.layers[-1].weight, 0)

@@ -10,6 +10,8 @@ nothing numerically.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -28,7 +30,8 @@ __all__ = ["DeformableTransformerDecoderLayer", "TransformerDecoder"]
 class DeformableTransformerDecoderLayer(nn.Module):
     """Post-norm decoder layer: self-attention, deformable cross-attention, FFN.
 
-    Runs in float32 with autocast disabled (as the official layer does).
+    Runs in float32 with autocast disabled (as the official layer does) unless
+    `transformer_autocast`.
 
     Args:
         d_model: query width D.
@@ -36,6 +39,8 @@ class DeformableTransformerDecoderLayer(nn.Module):
         dropout: dropout after each sub-layer (the official decoder hard-codes 0).
         n_levels, n_heads, n_points: deformable cross-attention layout; `n_heads` is also the
             number of self-attention heads.
+        transformer_autocast: run the layer under the caller's autocast (e.g. bf16 linears and
+            attention); the residual stream and the deformable sampling coordinates stay fp32.
     """
 
     def __init__(
@@ -47,8 +52,10 @@ class DeformableTransformerDecoderLayer(nn.Module):
         n_levels: int = 4,
         n_heads: int = 8,
         n_points: int = 4,
+        transformer_autocast: bool = False,
     ) -> None:
         super().__init__()
+        self.transformer_autocast = transformer_autocast
         self.cross_attn = MultiScaleDeformableAttention(
             embed_dim=d_model, num_heads=n_heads, num_levels=n_levels, num_points=n_points
         )
@@ -85,7 +92,11 @@ class DeformableTransformerDecoderLayer(nn.Module):
         Returns:
             `[B, Nq, D]`.
         """
-        with torch.autocast(device_type=tgt.device.type, enabled=False):
+        if self.transformer_autocast:
+            precision = contextlib.nullcontext()
+        else:
+            precision = torch.autocast(device_type=tgt.device.type, enabled=False)
+        with precision:
             tgt, query_pos, memory = tgt.float(), query_pos.float(), memory.float()
             q = (tgt + query_pos).transpose(0, 1)
             attn = self.self_attn(q, q, tgt.transpose(0, 1), attn_mask=self_attn_mask)[0]
@@ -115,7 +126,8 @@ class TransformerDecoder(nn.Module):
         query_dim: 4 (anchor boxes).
         activation_checkpointing: recompute each layer in the backward (training only); the box
             refinement and the prediction heads outside the layers are not checkpointed.
-        layer_kwargs: arguments of `DeformableTransformerDecoderLayer`.
+        layer_kwargs: arguments of `DeformableTransformerDecoderLayer` (including
+            `transformer_autocast`).
 
     The box MLP is attached after construction as `self.bbox_embed` (a ModuleList that holds one
     shared MLP per layer), exactly like the official code.

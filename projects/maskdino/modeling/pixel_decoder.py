@@ -221,6 +221,9 @@ class MaskDINOEncoder(nn.Module):
             reversed, of the decoder). See the spec's section 3.3.
         activation_checkpointing: recompute each encoder layer in the backward (training only):
             same outputs and gradients, less memory.
+        transformer_autocast: run the deformable encoder layers under the caller's autocast
+            (bf16 linears, fp32 sampling coordinates) instead of fp32; the input projections,
+            FPN and mask-feature convolutions stay fp32.
     """
 
     def __init__(
@@ -240,8 +243,10 @@ class MaskDINOEncoder(nn.Module):
         total_num_feature_levels: int = 4,
         feature_order: FeatureOrder = "low2high",
         activation_checkpointing: bool = False,
+        transformer_autocast: bool = False,
     ) -> None:
         super().__init__()
+        self.transformer_autocast = transformer_autocast
         if feature_order not in ("low2high", "high2low"):
             raise ValueError(
                 f"feature_order must be 'low2high' or 'high2low', got {feature_order!r}"
@@ -365,7 +370,9 @@ class MaskDINOEncoder(nn.Module):
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Encode the pyramid and build the mask features.
 
-        Runs in float32 with autocast disabled, as the official code does.
+        Runs in float32 with autocast disabled, as the official code does; with
+        `transformer_autocast` the encoder layers run under the caller's autocast (their fp32
+        output feeds the FPN).
 
         Args:
             features: backbone maps, name -> `[B, C_name, H/stride, W/stride]`.
@@ -378,7 +385,13 @@ class MaskDINOEncoder(nn.Module):
         device_type = next(iter(features.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             srcs, pos = self._encoder_inputs(features)
+        if self.transformer_autocast:
             memory, spatial_shapes = self.transformer(srcs, pos)
+        else:
+            with torch.autocast(device_type=device_type, enabled=False):
+                memory, spatial_shapes = self.transformer(srcs, pos)
+        with torch.autocast(device_type=device_type, enabled=False):
+            memory = memory.float()
             batch = memory.shape[0]
             sizes = [h * w for h, w in spatial_shapes]
             out = [

@@ -61,6 +61,10 @@ model = L(MaskDINO)(
             num_feature_levels=3,
             total_num_feature_levels=4,
             feature_order="low2high",
+            # Speed: True runs the encoder layers (and, through the decoder's interpolation, the
+            # decoder layers) under the caller's bf16 autocast with fp32 sampling coordinates;
+            # False keeps them in fp32 like the official code.
+            transformer_autocast=False,
         ),
         transformer_predictor=L(MaskDINODecoder)(
             in_channels="${..pixel_decoder.conv_dim}",
@@ -82,6 +86,7 @@ model = L(MaskDINO)(
             total_num_feature_levels="${..pixel_decoder.total_num_feature_levels}",
             dropout=0.0,
             semantic_ce_loss="${...semantic_ce_loss}",
+            transformer_autocast="${..pixel_decoder.transformer_autocast}",
         ),
     ),
     criterion=L(SetCriterion)(
