@@ -3,20 +3,18 @@
 Training: flip, resize by a random scale in [0.1, 2.0] of 1024, crop / pad to 1024x1024 (pad 128);
 polygons rasterised to masks, boxes from the masks. Test: shortest edge 800, max 1333.
 Evaluation: box and mask AP (COCOEvaluator). Datasets resolve under `$DETREX_DATASETS`.
+The test loader and evaluator are the shared ones of `configs/common/data/coco.py`.
 """
 
 from omegaconf import OmegaConf
 
 from detrex_ext.config import LazyCall as L
+from detrex_ext.config import get_config
 from detrex_ext.data import (
     COCOInstanceLSJDatasetMapper,
-    DatasetMapper,
-    build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detrex_ext.data import transforms as T
-from detrex_ext.evaluation import COCOEvaluator
 
 dataloader = OmegaConf.create()
 
@@ -34,14 +32,6 @@ dataloader.train = L(build_detection_train_loader)(
     num_workers=4,
 )
 
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
-    mapper=L(DatasetMapper)(
-        is_train=False,
-        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
-        image_format="${...train.mapper.image_format}",
-    ),
-    num_workers=4,
-)
-
-dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")
+_common_coco = get_config("common/data/coco.py").dataloader
+dataloader.test = _common_coco.test
+dataloader.evaluator = _common_coco.evaluator
