@@ -250,18 +250,25 @@ class MaskDINO(nn.Module):
             mask_pred = outputs["pred_masks"][b].float()
             result: dict = {}
 
+            # Every query's mask at the output size: the semantic map sums over all queries;
+            # panoptic / instance results index it, or resize only their queries when that is
+            # exact (`_query_masks`). Computed at most once per image.
             full_masks = None
+            subset_exact = inference.subset_resize_is_exact(padded_size, (height, width))
+            if (self.semantic_on and self.sem_seg_postprocess_before_inference) or (
+                (self.panoptic_on or self.instance_on) and not subset_exact
+            ):
+                full_masks = self._masks_at_output_size(
+                    mask_pred, padded_size, image_size, height, width
+                )
             if self.semantic_on:
-                if self.sem_seg_postprocess_before_inference:
-                    full_masks = self._masks_at_output_size(
-                        mask_pred, padded_size, image_size, height, width
-                    )
-                else:
-                    full_masks = F.interpolate(
+                sem_masks = full_masks
+                if not self.sem_seg_postprocess_before_inference:  # the map is resized instead
+                    sem_masks = F.interpolate(
                         mask_pred[None], size=padded_size, mode="bilinear", align_corners=False
                     )[0]
                 sem = inference.semantic_inference(
-                    mask_cls, full_masks, self.semantic_ce_loss, self.transform_eval, self.pano_temp
+                    mask_cls, sem_masks, self.semantic_ce_loss, self.transform_eval, self.pano_temp
                 )
                 if not self.sem_seg_postprocess_before_inference:
                     sem = sem_seg_postprocess(sem, image_size, height, width)
@@ -289,13 +296,10 @@ class MaskDINO(nn.Module):
     ) -> Tensor:
         """`[K, height, width]` mask logits of `queries` (`[K]` int64 indices into the `[Q, h, w]`
         `mask_pred`), equal to the all-query resize at those indices: taken from `full_masks`
-        when the semantic path made it, else only these queries are resized (small maps, where
-        a subset could round differently, resize all queries)."""
+        when `inference` made it (semantic output on, or maps small enough that a subset could
+        round differently), else only these queries are resized."""
         if full_masks is not None:
             return full_masks[queries]
-        if not inference.subset_resize_is_exact(padded_size, (height, width)):
-            full = self._masks_at_output_size(mask_pred, padded_size, image_size, height, width)
-            return full[queries]
         return inference.resize_mask_logits(
             mask_pred[queries], padded_size, image_size, (height, width)
         )
