@@ -27,7 +27,11 @@ from torch import nn
 
 from detrex_ext.config import instantiate
 from detrex_ext.engine.predictor import load_config
-from detrex_ext.layers.activation_checkpointing import set_activation_checkpointing
+from detrex_ext.layers.activation_checkpointing import (
+    checkpointable_modules,
+    saved_activation_bytes,
+    set_activation_checkpointing,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
 from benchmark import synthetic_training_batch  # noqa: E402
@@ -35,40 +39,20 @@ from benchmark import synthetic_training_batch  # noqa: E402
 REST = "rest (heads, pixel-decoder convs, criterion)"
 
 
-def checkpointing_parts(model: nn.Module) -> dict[str, nn.Module]:
-    """The submodules with ``set_activation_checkpointing``, by qualified name."""
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if module is not model and callable(getattr(module, "set_activation_checkpointing", None))
-    }
-
-
 def saved_bytes_by_part(model: nn.Module, batch: list[dict]) -> Counter:
     """Bytes of distinct storages saved for the backward, by the innermost part that saved them."""
-    weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    stack, saved, handles = [REST], {}, []
-    for name, module in checkpointing_parts(model).items():
+    stack, handles = [REST], []
+    for name, module in checkpointable_modules(model).items():
         handles.append(module.register_forward_pre_hook(lambda m, a, name=name: stack.append(name)))
         handles.append(module.register_forward_hook(lambda m, a, o: stack.pop() and None))
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights and storage.data_ptr() not in saved:
-            saved[storage.data_ptr()] = (stack[-1], storage.nbytes())
-        return tensor
-
     torch.manual_seed(1)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with saved_activation_bytes(model, part=lambda: stack[-1]) as saved:
             model(batch)
     finally:
         for handle in handles:
             handle.remove()
-    totals = Counter()
-    for part, nbytes in saved.values():
-        totals[part] += nbytes
-    return totals
+    return saved["by_part"]
 
 
 def measure(cfg, batch: list[dict], device: torch.device, enabled: bool) -> Counter:

@@ -17,7 +17,8 @@ The protocol: a module that can checkpoint itself has ``set_activation_checkpoin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.utils.checkpoint
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
+    "checkpointable_modules",
     "checkpoint_module",
     "needs_checkpoint",
     "saved_activation_bytes",
@@ -82,6 +84,16 @@ def checkpoint_module(module: nn.Module, *args, **kwargs):
     )
 
 
+def checkpointable_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The submodules of ``model`` (not ``model`` itself) that have
+    ``set_activation_checkpointing``, by qualified name, in ``named_modules`` order."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if module is not model and callable(getattr(module, "set_activation_checkpointing", None))
+    }
+
+
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> list[str]:
     """Call ``set_activation_checkpointing(enabled)`` on every submodule of ``model`` (not on
     ``model`` itself) that has it.
@@ -89,35 +101,40 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> list
     Returns:
         The qualified names of the modules that were switched (empty when none supports it).
     """
-    switched = []
-    for name, module in model.named_modules():
-        method = getattr(module, "set_activation_checkpointing", None)
-        if module is not model and callable(method):
-            method(enabled)
-            switched.append(name)
-    return switched
+    modules = checkpointable_modules(model)
+    for module in modules.values():
+        module.set_activation_checkpointing(enabled)
+    return list(modules)
 
 
 @contextlib.contextmanager
-def saved_activation_bytes(model: nn.Module | None = None) -> Iterator[dict[str, int]]:
+def saved_activation_bytes(
+    model: nn.Module | None = None, part: Callable[[], str] | None = None
+) -> Iterator[dict]:
     """Measure the activation memory a forward keeps for its backward (works on CPU).
 
     Inside the block, every tensor that autograd saves (including the inputs a checkpoint keeps)
     is recorded once per storage; the storages of ``model``'s parameters and buffers are not
-    activations and are left out. Read ``result["bytes"]`` after the block.
+    activations and are left out. Read ``result["bytes"]`` after the block; with ``part`` (a
+    function naming the part of the model running now), ``result["by_part"]`` also splits the
+    bytes by the part that first saved each storage.
     """
     weights = set()
     if model is not None:
         weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    storages: dict[int, int] = {}
-    result = {"bytes": 0}
+    storages: dict[int, tuple[str | None, int]] = {}
+    result: dict = {"bytes": 0, "by_part": Counter()}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            storages[storage.data_ptr()] = storage.nbytes()
+        pointer = storage.data_ptr()
+        if pointer not in weights and pointer not in storages:
+            storages[pointer] = (part() if part is not None else None, storage.nbytes())
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         yield result
-    result["bytes"] = sum(storages.values())
+    result["bytes"] = sum(nbytes for _, nbytes in storages.values())
+    if part is not None:
+        for name, nbytes in storages.values():
+            result["by_part"][name] += nbytes
