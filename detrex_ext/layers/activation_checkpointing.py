@@ -28,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 __all__ = [
     "checkpointable_modules",
     "checkpoint_module",
+    "maybe_checkpoint",
     "needs_checkpoint",
     "saved_activation_bytes",
     "set_activation_checkpointing",
@@ -92,6 +93,14 @@ def checkpointable_modules(model: nn.Module) -> dict[str, nn.Module]:
         for name, module in model.named_modules()
         if module is not model and callable(getattr(module, "set_activation_checkpointing", None))
     }
+
+
+def maybe_checkpoint(enabled: bool, module: nn.Module, *args):
+    """``module(*args)``, checkpointed (``checkpoint_module``) when ``enabled`` and
+    ``needs_checkpoint(module, *args)``: the one switch every checkpointing module uses."""
+    if enabled and needs_checkpoint(module, *args):
+        return checkpoint_module(module, *args)
+    return module(*args)
 
 
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> list[str]:

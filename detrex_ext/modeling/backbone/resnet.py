@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detrex_ext.layers import Conv2d, FrozenBatchNorm2d, get_norm
-from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
+from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 
 from .backbone import Backbone
 
@@ -258,7 +258,7 @@ class ResNet(Backbone):
         if x.dim() != 4:
             raise ValueError(f"ResNet takes a [B, C, H, W] batch, got shape {tuple(x.shape)}")
         outputs = {}
-        x = self._run(self.stem, x)
+        x = maybe_checkpoint(self.activation_checkpointing, self.stem, x)
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name in self.stage_names:
@@ -267,18 +267,12 @@ class ResNet(Backbone):
                 outputs[name] = x
         return outputs
 
-    def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``block(x)``, checkpointed when enabled and the block needs a gradient."""
-        if self.activation_checkpointing and needs_checkpoint(block, x):
-            return checkpoint_module(block, x)
-        return block(x)
-
     def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         """The stage's blocks one by one (each its own checkpoint) or, unflagged, ``stage(x)``."""
         if not self.activation_checkpointing:
             return stage(x)
         for block in stage:
-            x = self._run(block, x)
+            x = maybe_checkpoint(True, block, x)
         return x
 
     def set_activation_checkpointing(self, enabled: bool) -> None:

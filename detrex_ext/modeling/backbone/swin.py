@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.init import trunc_normal_
 from torchvision.ops import StochasticDepth
 
-from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
+from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 
 from .backbone import Backbone
 
@@ -248,10 +248,7 @@ class BasicLayer(nn.Module):
         """``[B, H*W, C]`` -> (stage output ``[B, H*W, C]``, next input, next H, next W)."""
         mask = _shift_attention_mask(height, width, self.window_size, self.shift_size, x.device)
         for block in self.blocks:
-            if self.use_checkpoint and needs_checkpoint(block, x):
-                x = checkpoint_module(block, x, height, width, mask)
-            else:
-                x = block(x, height, width, mask)
+            x = maybe_checkpoint(self.use_checkpoint, block, x, height, width, mask)
         if self.downsample is None:
             return x, x, height, width
         return x, self.downsample(x, height, width), (height + 1) // 2, (width + 1) // 2

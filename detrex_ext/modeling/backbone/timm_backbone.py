@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from detrex_ext.layers import FrozenBatchNorm2d
-from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
+from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 
 from .backbone import Backbone
 
@@ -189,5 +189,5 @@ class TimmBackbone(Backbone):
         else:
             blocks = [nn.Sequential(*modules)] if modules else []  # a container in training mode
         for block in blocks:
-            x = checkpoint_module(block, x) if needs_checkpoint(block, x) else block(x)
+            x = maybe_checkpoint(True, block, x)
         return x

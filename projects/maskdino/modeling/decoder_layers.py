@@ -22,7 +22,7 @@ from detrex_ext.layers import (
     box_sine_embedding,
     inverse_sigmoid,
 )
-from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
+from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 
 __all__ = ["DeformableTransformerDecoderLayer", "TransformerDecoder"]
 
@@ -196,12 +196,17 @@ class TransformerDecoder(nn.Module):
         for layer_id, layer in enumerate(self.layers):
             ref_input = reference[:, :, None].expand(-1, -1, num_levels, -1)
             query_pos = self.ref_point_head(box_sine_embedding(reference, self.d_model // 2))
-            inputs = (output, query_pos, ref_input, memory)
-            layout = (spatial_shapes, level_start_index, tgt_mask)
-            if self.activation_checkpointing and needs_checkpoint(layer, *inputs):
-                output = checkpoint_module(layer, *inputs, *layout)
-            else:
-                output = layer(*inputs, *layout)
+            output = maybe_checkpoint(
+                self.activation_checkpointing,
+                layer,
+                output,
+                query_pos,
+                ref_input,
+                memory,
+                spatial_shapes,
+                level_start_index,
+                tgt_mask,
+            )
             # The refinement reads the raw (un-normed) layer output.
             delta = self.bbox_embed[layer_id](output)
             new_reference = (delta + inverse_sigmoid(reference)).sigmoid()

@@ -28,7 +28,7 @@ from detrex_ext.layers import (
     ShapeSpec,
     get_norm,
 )
-from detrex_ext.layers.activation_checkpointing import checkpoint_module, needs_checkpoint
+from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 
 from .levels import flatten_levels
 
@@ -136,11 +136,15 @@ class MSDeformAttnEncoder(nn.Module):
         """src, pos: `[B, S, D]` -> encoded memory `[B, S, D]`."""
         ref = self.reference_points(spatial_shapes, src.shape[0], src.device)
         for layer in self.layers:
-            args = (src, pos, ref, spatial_shapes, level_start_index)
-            if self.activation_checkpointing and needs_checkpoint(layer, src, pos):
-                src = checkpoint_module(layer, *args)
-            else:
-                src = layer(*args)
+            src = maybe_checkpoint(
+                self.activation_checkpointing,
+                layer,
+                src,
+                pos,
+                ref,
+                spatial_shapes,
+                level_start_index,
+            )
         return src
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
