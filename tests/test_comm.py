@@ -30,6 +30,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _native_thread_names() -> list[str]:
+    """Names of all OS threads of this process, including C++ ones Python cannot see."""
+    task_dir = "/proc/self/task"
+    names = []
+    for tid in os.listdir(task_dir):
+        try:
+            with open(os.path.join(task_dir, tid, "comm")) as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:  # the thread ended while we listed
+            pass
+    return names
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -45,10 +58,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             seed=seed,
             reduced={k: v.item() for k, v in reduced.items()},
         )
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         comm.synchronize()
     finally:
-        dist.destroy_process_group()
+        comm.destroy_process_group()
+    # gloo's worker threads must be gone once the group is destroyed: left running into
+    # interpreter shutdown they abort the process now and then
+    result["gloo_threads_after_destroy"] = [n for n in _native_thread_names() if "gloo" in n]
+    result["initialized_after_destroy"] = comm.is_dist_initialized()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_two_process_gloo(tmp_path) -> None:
@@ -61,3 +78,5 @@ def test_two_process_gloo(tmp_path) -> None:
     assert r0["seed"] == r1["seed"]
     # rank 0 holds the averaged values: b = (0 + 1) / 2, a = (4 + 4) / 2
     assert r0["reduced"] == {"a": 4.0, "b": 0.5}
+    for r in (r0, r1):
+        assert r["gloo_threads_after_destroy"] == [] and not r["initialized_after_destroy"]

@@ -168,8 +168,7 @@ def _init_and_run(
         comm.synchronize()
         main_func(*args)
     finally:
-        comm.set_local_process_group(None)
-        dist.destroy_process_group()
+        comm.destroy_process_group()
 
 
 def _spawned_worker(

@@ -6,7 +6,6 @@ not initialised, so library code can call them unconditionally on CPU.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -15,6 +14,8 @@ import torch
 import torch.distributed as dist
 
 _LOCAL_PROCESS_GROUP: dist.ProcessGroup | None = None
+# The gloo group that NCCL runs use to gather Python objects; created on first use.
+_NCCL_RUN_CPU_GROUP: dist.ProcessGroup | None = None
 
 
 def is_dist_initialized() -> bool:
@@ -67,12 +68,28 @@ def synchronize() -> None:
         dist.barrier()
 
 
-@functools.lru_cache(maxsize=None)
 def _cpu_group() -> dist.ProcessGroup:
     """A gloo group for gathering Python objects, so NCCL runs never move pickles through GPUs."""
-    if dist.get_backend() == dist.Backend.NCCL:
-        return dist.new_group(backend="gloo")
-    return dist.group.WORLD
+    global _NCCL_RUN_CPU_GROUP
+    if dist.get_backend() != dist.Backend.NCCL:
+        return dist.group.WORLD
+    if _NCCL_RUN_CPU_GROUP is None:
+        _NCCL_RUN_CPU_GROUP = dist.new_group(backend="gloo")
+    return _NCCL_RUN_CPU_GROUP
+
+
+def destroy_process_group() -> None:
+    """Tear down the default process group and every group this module holds.
+
+    Use it instead of ``torch.distributed.destroy_process_group``: a group still referenced from
+    Python outlives that call, and its gloo worker threads then run into interpreter shutdown,
+    which aborts the process ("terminate called without an active exception") now and then.
+    """
+    global _NCCL_RUN_CPU_GROUP
+    set_local_process_group(None)
+    _NCCL_RUN_CPU_GROUP = None
+    if is_dist_initialized():
+        dist.destroy_process_group()
 
 
 def all_gather(data: Any, group: dist.ProcessGroup | None = None) -> list[Any]:

@@ -25,6 +25,7 @@ from detrex_ext.evaluation import (
     inference_on_dataset,
 )
 from detrex_ext.structures import BitMasks, Instances
+from detrex_ext.utils import comm
 
 
 class ColorRuleModel(torch.nn.Module):
@@ -112,14 +113,12 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, out_file: st
             d["image_id"] for batch in build_detection_test_loader("pipeline_syn") for d in batch
         ]
         results = _evaluate("pipeline_syn")
-        from detrex_ext.utils import comm
-
         shards = comm.all_gather(shard)
         if rank == 0:
             with open(out_file, "w") as f:
                 json.dump({"results": results, "shards": shards}, f)
     finally:
-        torch.distributed.destroy_process_group()
+        comm.destroy_process_group()
 
 
 @pytest.mark.slow
