@@ -191,13 +191,23 @@ class LRScheduler(HookBase):
 class PeriodicCheckpointer(_PeriodicCheckpointer, HookBase):
     """fvcore's ``PeriodicCheckpointer`` as a hook: ``model_{iter:07d}.pth`` when
     ``(iter + 1) % period == 0`` and ``model_final.pth`` at ``max_iter - 1``; ``max_to_keep``
-    deletes older periodic files (never ``model_final``)."""
+    deletes older periodic files (never ``model_final``).
+
+    Before saving it flushes the trainer's ``PeriodicWriter`` hooks, so that the metrics of every
+    iteration up to the checkpoint are on disk: a run killed after the save resumes after that
+    iteration and would never write them again.
+    """
 
     def before_train(self) -> None:
         self.max_iter = self.trainer.max_iter
 
     def after_step(self) -> None:
-        self.step(self.trainer.iter)
+        iteration = self.trainer.iter
+        if (iteration + 1) % self.period == 0 or iteration >= self.max_iter - 1:
+            for hook in self.trainer._hooks:
+                if isinstance(hook, PeriodicWriter):
+                    hook.write()
+        self.step(iteration)
 
 
 class EvalHook(HookBase):
@@ -267,12 +277,16 @@ class PeriodicWriter(HookBase):
                 raise TypeError(f"{writer!r} is not an EventWriter")
         self._period = period
 
+    def write(self) -> None:
+        """Write what every writer has not written yet, now."""
+        for writer in self._writers:
+            writer.write()
+
     def after_step(self) -> None:
         if (self.trainer.iter + 1) % self._period == 0 or (
             self.trainer.iter == self.trainer.max_iter - 1
         ):
-            for writer in self._writers:
-                writer.write()
+            self.write()
 
     def after_train(self) -> None:
         for writer in self._writers:

@@ -42,12 +42,21 @@ class EventWriter:
         pass
 
 
-def new_scalars_since(last_iter: int, window_size: int) -> dict[int, dict[str, float]]:
-    """Scalars recorded after ``last_iter``, grouped by iteration (smoothed where hinted)."""
+def new_scalars_since(written: dict[str, int], window_size: int) -> dict[int, dict[str, float]]:
+    """Scalars not written yet, grouped by iteration (smoothed where hinted), marked as written.
+
+    Args:
+        written: name -> last iteration already written for that name; updated in place. Tracking
+            each name (not one iteration for all) means a value put later for an iteration that
+            was already written (evaluation results after a flush before a checkpoint) still
+            goes out.
+        window_size: smoothing window of the hinted scalars.
+    """
     grouped: dict[int, dict[str, float]] = defaultdict(dict)
     for name, (value, itr) in get_event_storage().latest_with_smoothing_hint(window_size).items():
-        if itr > last_iter:
+        if itr > written.get(name, -1):
             grouped[itr][name] = value
+            written[name] = itr
     return dict(grouped)
 
 
@@ -63,6 +72,7 @@ class CommonMetricPrinter(EventWriter):
         self._max_iter = max_iter
         self._window_size = window_size
         self._last_write: tuple[int, float] | None = None  # (iteration, wall time)
+        self._printed_iteration: int | None = None
 
     def _eta_seconds(self, iteration: int) -> float | None:
         storage = get_event_storage()
@@ -92,6 +102,9 @@ class CommonMetricPrinter(EventWriter):
         if self._max_iter is not None and iteration == self._max_iter:
             # after training finished: this writer reports training progress only
             return
+        if iteration == self._printed_iteration:  # flushed already (before a checkpoint)
+            return
+        self._printed_iteration = iteration
         histories = storage.histories()
 
         def windowed(name: str, how: str = "avg") -> float | None:
@@ -129,22 +142,22 @@ class CommonMetricPrinter(EventWriter):
 class JSONWriter(EventWriter):
     """Append one JSON object per iteration to ``json_file``: ``{"iteration": i, name: value}``.
 
-    After a resume the file is appended to, so iterations between the last checkpoint and the
+    Values put for an iteration after its line went out (evaluation results, when the writers
+    were flushed before a checkpoint) get a second line for that iteration. After a resume the file is appended to, so iterations between the last checkpoint and the
     crash appear twice; the later line is the one of the finished run.
     """
 
     def __init__(self, json_file: str, window_size: int = 20) -> None:
         self._file = PathManager.open(json_file, "a")
         self._window_size = window_size
-        self._last_write = -1
+        self._written: dict[str, int] = {}
 
     def write(self) -> None:
-        grouped = new_scalars_since(self._last_write, self._window_size)
+        grouped = new_scalars_since(self._written, self._window_size)
         for itr in sorted(grouped):
             record = {"iteration": itr, **grouped[itr]}
             self._file.write(json.dumps(record, sort_keys=True) + "\n")
         if grouped:
-            self._last_write = max(grouped)
             self._file.flush()
             try:
                 os.fsync(self._file.fileno())
@@ -167,15 +180,13 @@ class TensorboardXWriter(EventWriter):
             ) from e
         self._writer = SummaryWriter(log_dir, **kwargs)
         self._window_size = window_size
-        self._last_write = -1
+        self._written: dict[str, int] = {}
 
     def write(self) -> None:
-        grouped = new_scalars_since(self._last_write, self._window_size)
+        grouped = new_scalars_since(self._written, self._window_size)
         for itr in sorted(grouped):
             for name, value in grouped[itr].items():
                 self._writer.add_scalar(name, value, itr)
-        if grouped:
-            self._last_write = max(grouped)
         storage = get_event_storage()
         for name, image, itr in storage.vis_data:
             self._writer.add_image(name, image, itr)
@@ -212,14 +223,12 @@ class WandbWriter(EventWriter):
         self._wandb = wandb
         self._run = wandb.init(config=config, **init_kwargs)
         self._window_size = window_size
-        self._last_write = -1
+        self._written: dict[str, int] = {}
 
     def write(self) -> None:
-        grouped = new_scalars_since(self._last_write, self._window_size)
+        grouped = new_scalars_since(self._written, self._window_size)
         for itr in sorted(grouped):
             self._run.log(grouped[itr], step=itr)
-        if grouped:
-            self._last_write = max(grouped)
 
     def close(self) -> None:
         self._run.finish()

@@ -79,10 +79,14 @@ def test_run_writes_checkpoints_metrics_config_and_logs(reference_run: Path) -> 
     assert {"optimizer", "data_loader", "iteration_seed"} <= set(final["trainer"])
 
     lines = _metrics(reference_run)
-    assert [line["iteration"] for line in lines] == list(range(21))  # 0..19 + final eval at 20
-    assert all(math_ok(line["total_loss"]) for line in lines[:20])
-    assert lines[20]["tiny/mse"] == pytest.approx(_expected_mse(final["model"]), rel=1e-5)
-    assert lines[20]["tiny_ema/mse"] == pytest.approx(_expected_mse(final["ema_state"]), rel=1e-5)
+    # 0..19, the evaluation at 9 on a line of its own (iteration 9's line went out before its
+    # checkpoint, the evaluation runs after it), the final evaluation at 20
+    iterations = [line["iteration"] for line in lines]
+    assert iterations == [*range(10), 9, *range(10, 21)]
+    assert [line["iteration"] for line in lines if "tiny/mse" in line] == [9, 20]
+    assert all(math_ok(line["total_loss"]) for line in lines if "tiny/mse" not in line)
+    assert lines[-1]["tiny/mse"] == pytest.approx(_expected_mse(final["model"]), rel=1e-5)
+    assert lines[-1]["tiny_ema/mse"] == pytest.approx(_expected_mse(final["ema_state"]), rel=1e-5)
 
     cfg = LazyConfig.load(str(reference_run / "config.yaml"))
     assert cfg.train.max_iter == 20 and cfg.train.output_dir == str(reference_run)

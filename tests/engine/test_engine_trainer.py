@@ -78,7 +78,9 @@ def test_call_order_and_after_backward_sees_grads_before_step() -> None:
 def test_do_train_hook_order_and_timing(tmp_path) -> None:
     """detrex's hook order, and when checkpoints, evaluations and writes happen (0-based i):
     checkpoint at (i+1) % 3 == 0 plus model_final; eval at (i+1) % 3 == 0 except the last
-    iteration, plus once after training; writes every 3 iterations, at the last one and after."""
+    iteration, plus once after training; writes every 3 iterations, at the last one and after.
+    The writers are flushed before each checkpoint, so an evaluation at a checkpoint iteration
+    gets a metrics line of its own."""
     cfg = LazyConfig.load(str(TINY_CONFIG))
     overrides = [
         f"train.output_dir={tmp_path}",
@@ -102,12 +104,47 @@ def test_do_train_hook_order_and_timing(tmp_path) -> None:
     assert checkpoints == ["model_0000002.pth", "model_0000005.pth", "model_final.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
-    assert [line["iteration"] for line in lines] == [2, 5, 6, 7]
+    assert [line["iteration"] for line in lines] == [2, 2, 5, 5, 6, 7]
     evaluated = [line["iteration"] for line in lines if "tiny/mse" in line]
     assert evaluated == [2, 5, 7]
+    trained = [line["iteration"] for line in lines if "total_loss" in line]
+    assert trained == [2, 5, 6]
     assert all("tiny_ema/mse" in line for line in lines if "tiny/mse" in line)
     assert lines[-1]["tiny/count"] == 10.0
     assert "total_loss" in lines[0] and "lr" in lines[0]
+
+
+def test_metrics_of_a_checkpointed_iteration_are_written_before_its_checkpoint(tmp_path) -> None:
+    """A run killed right after a save resumes after that iteration and never writes its metrics
+    again, so they must be on disk before the checkpoint is."""
+    from detrex_ext.utils.events import get_event_storage
+    from detrex_ext.utils.writers import EventWriter
+
+    writes: list[tuple[int, list[str]]] = []
+
+    class Recorder(EventWriter):
+        def write(self) -> None:
+            writes.append(
+                (get_event_storage().iter, sorted(p.name for p in tmp_path.glob("*.pth")))
+            )
+
+    trainer = _trainer()
+    checkpointer = DetectionCheckpointer(trainer.model, str(tmp_path), trainer=trainer)
+    trainer.register_hooks(
+        [
+            hooks.PeriodicCheckpointer(checkpointer, period=3, max_iter=None),
+            hooks.PeriodicWriter([Recorder()], period=100),
+        ]
+    )
+    trainer.train(0, 7)
+    # the checkpointer flushes before its saves at 2 and 5 and before model_final at 6 (the
+    # writer's own writes at the last iteration and after training come once the file exists)
+    assert writes[:3] == [
+        (2, []),
+        (5, ["model_0000002.pth"]),
+        (6, ["model_0000002.pth", "model_0000005.pth"]),
+    ]
+    assert [w[0] for w in writes] == [2, 5, 6, 6, 7]
 
 
 def test_lr_is_logged_before_each_step_and_follows_the_schedule() -> None:

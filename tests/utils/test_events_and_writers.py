@@ -78,6 +78,34 @@ def test_json_writer_writes_one_object_per_new_iteration(tmp_path: Path) -> None
     ]
 
 
+def test_json_writer_writes_values_put_for_an_already_written_iteration(tmp_path: Path) -> None:
+    """Evaluation results put after the iteration's line went out (a flush before a checkpoint)
+    get a line of their own; nothing is written twice."""
+    path = tmp_path / "metrics.json"
+    with EventStorage(start_iter=4) as storage:
+        writer = JSONWriter(str(path), window_size=1)
+        storage.put_scalar("loss", 2.0)
+        writer.write()
+        storage.put_scalar("segm/AP", 30.0, smoothing_hint=False)
+        writer.write()
+        writer.write()
+        writer.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [{"iteration": 4, "loss": 2.0}, {"iteration": 4, "segm/AP": 30.0}]
+
+
+def test_console_line_is_printed_once_per_iteration(caplog) -> None:
+    with EventStorage(start_iter=4) as storage:
+        printer = CommonMetricPrinter(max_iter=10)
+        storage.put_scalar("total_loss", 1.0)
+        with caplog.at_level(logging.INFO, logger="detrex_ext.utils.writers"):
+            printer.write()
+            printer.write()
+            storage.iter = 5
+            printer.write()
+    assert ["iter: 4" in r.getMessage() for r in caplog.records] == [True, False]
+
+
 def test_console_line_has_eta_losses_and_lr(caplog) -> None:
     with EventStorage() as storage:
         printer = CommonMetricPrinter(max_iter=100, window_size=20)
