@@ -10,9 +10,6 @@ nothing numerically.
 
 from __future__ import annotations
 
-import contextlib
-
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -23,6 +20,7 @@ from detrex_ext.layers import (
     inverse_sigmoid,
 )
 from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
+from detrex_ext.layers.precision import autocast_or_fp32
 
 __all__ = ["DeformableTransformerDecoderLayer", "TransformerDecoder"]
 
@@ -92,11 +90,7 @@ class DeformableTransformerDecoderLayer(nn.Module):
         Returns:
             `[B, Nq, D]`.
         """
-        if self.transformer_autocast:
-            precision = contextlib.nullcontext()
-        else:
-            precision = torch.autocast(device_type=tgt.device.type, enabled=False)
-        with precision:
+        with autocast_or_fp32(self.transformer_autocast, tgt.device.type):
             tgt, query_pos, memory = tgt.float(), query_pos.float(), memory.float()
             q = (tgt + query_pos).transpose(0, 1)
             attn = self.self_attn(q, q, tgt.transpose(0, 1), attn_mask=self_attn_mask)[0]

@@ -29,6 +29,7 @@ from detrex_ext.layers import (
     get_norm,
 )
 from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
+from detrex_ext.layers.precision import autocast_or_fp32
 
 from .levels import flatten_levels
 
@@ -389,11 +390,8 @@ class MaskDINOEncoder(nn.Module):
         device_type = next(iter(features.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             srcs, pos = self._encoder_inputs(features)
-        if self.transformer_autocast:
+        with autocast_or_fp32(self.transformer_autocast, device_type):
             memory, spatial_shapes = self.transformer(srcs, pos)
-        else:
-            with torch.autocast(device_type=device_type, enabled=False):
-                memory, spatial_shapes = self.transformer(srcs, pos)
         with torch.autocast(device_type=device_type, enabled=False):
             memory = memory.float()
             batch = memory.shape[0]
