@@ -143,8 +143,9 @@ class JSONWriter(EventWriter):
     """Append one JSON object per iteration to ``json_file``: ``{"iteration": i, name: value}``.
 
     Values put for an iteration after its line went out (evaluation results, when the writers
-    were flushed before a checkpoint) get a second line for that iteration. After a resume the file is appended to, so iterations between the last checkpoint and the
-    crash appear twice; the later line is the one of the finished run.
+    were flushed before a checkpoint) get a second line for that iteration. After a resume the
+    file is appended to, so iterations between the last checkpoint and the crash appear twice;
+    the later line is the one of the finished run.
     """
 
     def __init__(self, json_file: str, window_size: int = 20) -> None:
