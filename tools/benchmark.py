@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from detrex_ext.config import try_get_key
 from detrex_ext.engine.benchmark import benchmark_inference, benchmark_training, release_memory
 from detrex_ext.engine.predictor import (
     AMP_DTYPES,
@@ -64,6 +65,8 @@ from detrex_ext.engine.predictor import (
     load_config,
     released_model_name,
 )
+from detrex_ext.engine.runner import build_optimizer as build_config_optimizer
+from detrex_ext.engine.runner import clip_grad_params
 from detrex_ext.structures import Boxes, Instances
 
 logger = logging.getLogger("benchmark")
@@ -170,24 +173,10 @@ def synthetic_training_batch(
 def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The config's optimizer as the launcher builds it (``cfg`` is not modified); a config without
     an optimizer gets AdamW(lr=1e-4) with a warning."""
-    from detrex_ext.config import try_get_key
-    from detrex_ext.engine.runner import build_optimizer as build_config_optimizer
-
     if try_get_key(cfg, "optimizer", default=None) is None:
         logger.warning("the config has no optimizer; using AdamW(lr=1e-4)")
         return torch.optim.AdamW(model.parameters(), lr=1e-4)
     return build_config_optimizer(cfg, model)
-
-
-def clip_grad_params(cfg: Any) -> dict[str, Any] | None:
-    """``train.clip_grad.params`` when ``train.clip_grad.enabled``, else None (as the launcher)."""
-    from omegaconf import OmegaConf
-
-    from detrex_ext.config import try_get_key
-
-    if not try_get_key(cfg, "train.clip_grad.enabled", default=False):
-        return None
-    return OmegaConf.to_container(cfg.train.clip_grad.params, resolve=True)
 
 
 # ----------------------------------------------------------------------------- report
@@ -442,8 +431,6 @@ def _environment(args: argparse.Namespace, argv: Sequence[str], device: torch.de
 
 def run_benchmarks(args: argparse.Namespace, cfg: Any, model: torch.nn.Module) -> dict:
     """Inference and training figures for each precision, each starting from the same weights."""
-    from detrex_ext.config import try_get_key
-
     device = next(model.parameters()).device
     initial_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     num_classes = int(

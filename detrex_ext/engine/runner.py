@@ -85,6 +85,13 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     return instantiate(optimizer_cfg)
 
 
+def clip_grad_params(cfg: DictConfig) -> dict[str, Any] | None:
+    """``train.clip_grad.params`` as a plain dict when ``train.clip_grad.enabled``, else None."""
+    if not try_get_key(cfg, "train.clip_grad.enabled", default=False):
+        return None
+    return OmegaConf.to_container(cfg.train.clip_grad.params, resolve=True)
+
+
 def _maybe_compile(cfg: DictConfig, model: nn.Module) -> None:
     if try_get_key(cfg, "train.compile.enabled", default=False):
         mode = try_get_key(cfg, "train.compile.mode", default=None)
@@ -114,14 +121,13 @@ def do_train(args: argparse.Namespace, cfg: DictConfig) -> Trainer:
     model = create_ddp_model(model, **ddp_kwargs)
     ema.may_build_model_ema(cfg, model)
 
-    clip = try_get_key(cfg, "train.clip_grad.enabled", default=False)
     trainer = Trainer(
         model,
         train_loader,
         optimizer,
         amp_enabled=try_get_key(cfg, "train.amp.enabled", default=False),
         amp_dtype=try_get_key(cfg, "train.amp.dtype", default="fp16"),
-        clip_grad_params=dict(cfg.train.clip_grad.params) if clip else None,
+        clip_grad_params=clip_grad_params(cfg),
         grad_accum_steps=try_get_key(cfg, "train.gradient_accumulation_steps", default=1),
         iteration_seed=iteration_seed,
     )

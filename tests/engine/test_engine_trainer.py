@@ -92,6 +92,7 @@ def test_do_train_hook_order_and_timing(tmp_path) -> None:
     cfg = LazyConfig.apply_overrides(cfg, overrides)
     trainer = do_train(argparse.Namespace(resume=False), cfg)
 
+    assert trainer.clip_grad_params == {"max_norm": 1.0, "norm_type": 2}  # tiny_config.py
     assert [type(h).__name__ for h in trainer._hooks] == [
         "IterationTimer",
         "EMAHook",
