@@ -8,7 +8,7 @@ import torch
 from maskdino_test_utils import load_config, synthetic_image
 
 from detrex_ext.config import LazyConfig, instantiate
-from detrex_ext.structures import Boxes, Instances
+from detrex_ext.structures import Boxes, ImageList, Instances
 from projects.maskdino.modeling import inference
 
 
@@ -81,17 +81,62 @@ def test_batching_does_not_change_an_image_result(panoptic_model):
 
 
 def test_bf16_autocast(panoptic_model):
+    """Under bf16 autocast the network runs in bf16 but post-processing runs in fp32.
+
+    Whole-map closeness to the fp32 run is not a property of the code: with random weights the
+    sharpened softmax (temperature 0.06) turns bf16 rounding in the logits into map errors that
+    ranged 0.005-0.22 of the map's range over seeds and CPUs. What is tested instead:
+    1. post-processing is exactly the fp32 computation on the raw outputs (no autocast inside);
+    2. it amplifies the raw bf16 error no more than the analytic bound of the semantic formula
+       sem[c] = sum_q softmax(sigmoid(cls_q) / T)[c] * sigmoid(mask_q):
+       |d sem[c]| <= sum_q (|d p_q[c]| + p_q[c] * |d mask_q| / 4), with
+       sum_c |d p_q[c]| <= min(2, max_c |d cls_q| / (4 T)) (softmax Jacobian, sigmoid slope <= 1/4).
+    """
     batch = images((64, 80, 64, 80))
+    raw = {}
+    panoptic_model.sem_seg_head.register_forward_hook(lambda m, i, o: raw.update(o[0]))
     with torch.no_grad():
         fp32 = panoptic_model(batch)[0]
+        raw32 = {k: raw[k].clone() for k in ("pred_logits", "pred_masks", "pred_boxes")}
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = panoptic_model(batch)[0]
-    # Post-processing returns float32 and the maps stay close to the fp32 ones (the sharpened
-    # softmax amplifies bf16 rounding, hence a tolerance relative to the map's range).
+        raw16 = {k: raw[k].clone() for k in ("pred_logits", "pred_masks", "pred_boxes")}
+        image_list = ImageList.from_tensors(
+            [(x["image"] - panoptic_model.pixel_mean) / panoptic_model.pixel_std for x in batch],
+            panoptic_model.size_divisibility,
+        )
+        replay = panoptic_model.inference(raw16, batch, image_list)[0]
+    panoptic_model.sem_seg_head._forward_hooks.clear()
+
     assert bf16["sem_seg"].dtype == torch.float32
-    error = (bf16["sem_seg"] - fp32["sem_seg"]).abs().max() / fp32["sem_seg"].abs().max()
-    assert error < 0.1
     assert bf16["instances"].scores.dtype == torch.float32
+    assert raw16["pred_masks"].dtype == torch.bfloat16  # the network did run in bf16
+    assert torch.isfinite(bf16["sem_seg"]).all()
+    # 1. post-processing under autocast == plain fp32 post-processing of the same raw outputs
+    assert torch.equal(bf16["sem_seg"], replay["sem_seg"])
+    assert torch.equal(bf16["instances"].scores, replay["instances"].scores)
+    assert torch.equal(bf16["panoptic_seg"][0], replay["panoptic_seg"][0])
+
+    # 2. the semantic map's error is within the bound implied by the raw errors
+    temperature = panoptic_model.pano_temp
+    cls32, cls16 = raw32["pred_logits"][0].float(), raw16["pred_logits"][0].float()
+    d_cls = (cls16 - cls32).abs().amax(-1)  # [Q]
+    probs = torch.maximum(  # p_q[c] on either side of the difference: [Q, C]
+        torch.softmax(cls32.sigmoid() / temperature, -1),
+        torch.softmax(cls16.sigmoid() / temperature, -1),
+    )
+    mask32 = panoptic_model._masks_at_output_size(
+        raw32["pred_masks"][0].float(), image_list.tensor.shape[-2:], (64, 80), 64, 80
+    )
+    mask16 = panoptic_model._masks_at_output_size(
+        raw16["pred_masks"][0].float(), image_list.tensor.shape[-2:], (64, 80), 64, 80
+    )
+    d_mask = (mask16 - mask32).abs()  # [Q, H, W]
+    bound = (d_cls / (4 * temperature)).clamp(max=2.0).sum() + torch.einsum(
+        "qc,qhw->chw", probs, d_mask / 4
+    )
+    error = (bf16["sem_seg"] - fp32["sem_seg"]).abs()
+    assert (error <= bound + 1e-5).all()
 
 
 def test_training_under_bf16_autocast():
