@@ -21,7 +21,7 @@ import tempfile
 
 import torch
 
-from projects.maskdino.modeling.checkpoint import adapt_checkpoint_state_dict
+from detrex_projects.maskdino.modeling.checkpoint import adapt_checkpoint_state_dict
 
 
 def convert_official(src: str, dst: str) -> dict:

@@ -24,12 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from detrex_ext.engine.predictor import (
-    AMP_DTYPES,
-    Predictor,
-    add_model_arguments,
-    load_image_rgb,
-)
+from detrex_ext.engine.predictor import AMP_DTYPES, Predictor, add_model_arguments
+from detrex_ext.utils.image_io import load_image_rgb
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("demo")

@@ -73,7 +73,7 @@ def _relative_import_error(importer: str, level: int, name: str, problem: str) -
     return ImportError(
         f"config file {importer}: '{statement}' {problem}. Relative imports in config files load "
         "other config files only (write 'from .file import name' for ./file.py); import library "
-        "and model code absolutely, e.g. 'from projects.maskdino.modeling import MaskDINO'"
+        "and model code absolutely, e.g. 'from detrex_projects.maskdino.modeling import MaskDINO'"
     )
 
 

@@ -3,21 +3,22 @@
 Two trees are served:
 
 - ``configs/`` at the repository root (shared pieces: ``common/train.py``, ``common/optim.py``,
-  ``common/coco_schedule.py``, ``common/data/...``). In the package it is reached as
-  ``detrex_ext/config/configs`` (a link to ``../../configs`` in the source tree, a copy in a
-  wheel), so the same lookup works for editable and regular installs.
+  ``common/coco_schedule.py``, ``common/data/...``). It installs as the package
+  ``detrex_ext.config.configs`` (a ``package_dir`` mapping in ``setup.py``; no link inside the
+  source tree), so the same lookup works for editable and regular installs, and a copy of
+  ``detrex_ext`` placed in another repository never reads that repository's ``configs/``.
 - ``projects/<project>/configs/`` for every project, named ``"<project>/<file>"``:
   ``get_config("maskdino/maskdino_r50_coco_instance_seg_50ep.py")`` loads
-  ``projects/maskdino/configs/maskdino_r50_coco_instance_seg_50ep.py``.
+  ``projects/maskdino/configs/maskdino_r50_coco_instance_seg_50ep.py``. ``projects/`` installs
+  as the package ``detrex_projects`` (not ``projects``, the namespace that detrex and detectron2
+  checkouts put on ``sys.path``).
 
-Files are located with ``importlib.resources`` / ``importlib.util.find_spec`` (no
-``pkg_resources``); ``projects`` is located, not imported.
+Files are located with ``importlib.util.find_spec`` (no ``pkg_resources``); nothing is imported.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.resources
 import importlib.util
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,18 +32,31 @@ __all__ = ["get_config", "get_config_file", "list_configs", "try_get_key"]
 _CONFIG_SUFFIXES = (".py", ".yaml", ".yml")
 
 
-def _shared_configs_dir() -> Path:
-    return Path(str(importlib.resources.files("detrex_ext.config").joinpath("configs")))
+SHARED_CONFIGS_PACKAGE = "detrex_ext.config.configs"
+PROJECTS_PACKAGE = "detrex_projects"
+
+
+def _package_dirs(package: str) -> list[Path]:
+    """The folders of an installed (possibly namespace) package; none when it is absent."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:  # a parent package is missing
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+def _shared_configs_dirs() -> list[Path]:
+    """The folder of the shared configs (``[]`` when they are not installed)."""
+    return _package_dirs(SHARED_CONFIGS_PACKAGE)[:1]
 
 
 def _project_config_dirs() -> dict[str, Path]:
     """``{project name: its configs directory}`` for every installed project."""
-    spec = importlib.util.find_spec("projects")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
     found: dict[str, Path] = {}
-    for location in spec.submodule_search_locations:
-        for project in sorted(Path(location).iterdir()):
+    for location in _package_dirs(PROJECTS_PACKAGE):
+        for project in sorted(location.iterdir()):
             configs = project / "configs"
             if configs.is_dir() and project.name not in found:
                 found[project.name] = configs
@@ -65,8 +79,7 @@ def _config_files(root: Path, prefix: str) -> list[str]:
 def list_configs() -> list[str]:
     """Names of every shipped config, as accepted by :func:`get_config`, sorted."""
     names = []
-    shared = _shared_configs_dir()
-    if shared.is_dir():
+    for shared in _shared_configs_dirs():
         names += _config_files(shared, "")
     for project, configs in _project_config_dirs().items():
         names += _config_files(configs, project + "/")
@@ -80,6 +93,12 @@ def _missing_config_error(name: str, looked_at: list[Path]) -> FileNotFoundError
     if close:
         message += " Did you mean: " + ", ".join(repr(c) for c in close) + "?"
     message += " Available configs: " + (", ".join(available) or "(none)")
+    if not _shared_configs_dirs():
+        message += (
+            f". The shared configs (package {SHARED_CONFIGS_PACKAGE!r}, the repository's configs/ "
+            "folder) are not installed: run `pip install -e .` (or `pip install .`) in the "
+            "repository root"
+        )
     return FileNotFoundError(message)
 
 
@@ -106,7 +125,7 @@ def get_config_file(config_path: str) -> Path:
     )
     candidates = []
     for variant in variants:
-        candidates.append(_shared_configs_dir().joinpath(*variant.parts))
+        candidates += [shared.joinpath(*variant.parts) for shared in _shared_configs_dirs()]
         project_dir = _project_config_dirs().get(variant.parts[0])
         if project_dir is not None and len(variant.parts) > 1:
             candidates.append(project_dir.joinpath(*variant.parts[1:]))

@@ -15,7 +15,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 from fvcore.transforms.transform import Transform, TransformList
-from PIL import Image, ImageOps
 
 from detrex_ext.structures import (
     BitMasks,
@@ -24,6 +23,10 @@ from detrex_ext.structures import (
     Instances,
     PolygonMasks,
     polygons_to_bitmask,
+)
+from detrex_ext.utils.image_io import (
+    convert_image_format,
+    read_image,
 )
 
 __all__ = [
@@ -41,47 +44,6 @@ __all__ = [
     "rgb2id",
     "transform_instance_annotations",
 ]
-
-SUPPORTED_IMAGE_FORMATS = ("RGB", "BGR", "L")
-
-
-def convert_image_format(image: Image.Image | np.ndarray, format: str | None) -> np.ndarray:
-    """Convert a PIL image or an RGB array to ``format``.
-
-    Args:
-        image: PIL image (any mode), or HxWx3 uint8 RGB array.
-        format: "RGB", "BGR", "L" (returns HxWx1), or None to keep the PIL mode as it is (label
-            PNGs: palette indices stay indices).
-
-    Returns:
-        uint8 ndarray HxWxC (HxW for single-channel images read with ``format=None``).
-    """
-    if format is not None and format not in SUPPORTED_IMAGE_FORMATS:
-        raise ValueError(
-            f"image format {format!r} is not supported; use one of {SUPPORTED_IMAGE_FORMATS}"
-        )
-    if isinstance(image, np.ndarray):
-        if format is None or format == "RGB":
-            return image
-        image = Image.fromarray(image)
-    if format is not None:
-        # grayscale, palette, RGBA, CMYK... all become RGB (alpha is dropped)
-        image = image.convert("L" if format == "L" else "RGB")
-    array = np.asarray(image)
-    if format == "BGR":
-        array = array[:, :, ::-1]
-    elif format == "L":
-        array = array[:, :, None]
-    return np.ascontiguousarray(array)
-
-
-def read_image(file_name: str, format: str | None = None) -> np.ndarray:
-    """Read an image file, applying its EXIF orientation, in ``format`` (see
-    ``convert_image_format``)."""
-    with open(file_name, "rb") as f:
-        image = Image.open(f)
-        image = ImageOps.exif_transpose(image) or image
-        return convert_image_format(image, format)
 
 
 def load_image(dataset_dict: dict, format: str = "RGB") -> np.ndarray:

@@ -37,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # loggers that get the run's console and file handlers (with their console abbreviation)
-_RUN_LOGGERS = {"detrex_ext": "dx", "projects": "projects", "fvcore": "fvcore"}
+_RUN_LOGGERS = {"detrex_ext": "dx", "detrex_projects": "projects", "fvcore": "fvcore"}
 
 
 def resolved_config_data(cfg: DictConfig) -> Any:

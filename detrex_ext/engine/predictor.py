@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+
+from detrex_ext.utils.image_io import ImageInput, load_image_rgb
 
 logger = logging.getLogger(__name__)
-
-ImageInput = str | os.PathLike | np.ndarray | Image.Image
 
 _TEST_AUGMENTATION_KEYS = (
     "dataloader.test.mapper.augmentation",
@@ -130,7 +129,7 @@ def config_metadata(cfg: Any, model: Any = None) -> Any:
         if hasattr(source, "thing_classes") or hasattr(source, "stuff_classes"):
             return source
         try:
-            found = source.get()  # a lazy holder such as projects.maskdino's DatasetMetadata
+            found = source.get()  # a lazy holder such as detrex_projects.maskdino's DatasetMetadata
         except (AttributeError, TypeError, KeyError, ValueError):
             found = None
         if found is not None:
@@ -142,32 +141,6 @@ def config_metadata(cfg: Any, model: Any = None) -> Any:
         name = names if isinstance(names, str) else names[0]
         return MetadataCatalog.get(name)
     return None
-
-
-def load_image_rgb(image: ImageInput) -> np.ndarray:
-    """HWC uint8 RGB array from a path, a PIL image or an HWC/HW uint8 array."""
-    if isinstance(image, (str, os.PathLike)):
-        from detrex_ext.data import read_image
-
-        return np.ascontiguousarray(read_image(str(image), format="RGB"))
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3:
-            hint = " (CHW? transpose to HWC)" if image.ndim == 3 and image.shape[0] == 3 else ""
-            raise ValueError(f"expected an HWC RGB image array, got shape {image.shape}{hint}")
-        if image.dtype != np.uint8:
-            raise ValueError(
-                f"expected a uint8 image array (0-255), got {image.dtype}; convert it first, "
-                "e.g. (x * 255).round().astype(np.uint8) for 0-1 floats"
-            )
-        return image
-    raise TypeError(
-        f"unsupported image input {type(image).__name__}: pass a file path, an HWC uint8 RGB numpy "
-        "array or a PIL image"
-    )
 
 
 def model_input(

@@ -1,6 +1,6 @@
 """Mask DINO: one model for detection, instance, panoptic and semantic segmentation.
 
-`from projects.maskdino import MaskDINO`; configs live in `projects/maskdino/configs/` and load
+`from detrex_projects.maskdino import MaskDINO`; configs live in `projects/maskdino/configs/` and load
 with `detrex_ext.config.get_config("maskdino/<name>.py")`.
 """
 

@@ -84,7 +84,7 @@ def _rel_error(importer: Path, statement: str, problem: str) -> str:
     return (
         f"config file {importer}: '{statement}' {problem}. Relative imports in config files load "
         "other config files only (write 'from .file import name' for ./file.py); import library "
-        "and model code absolutely, e.g. 'from projects.maskdino.modeling import MaskDINO'"
+        "and model code absolutely, e.g. 'from detrex_projects.maskdino.modeling import MaskDINO'"
     )
 
 

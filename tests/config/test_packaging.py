@@ -1,4 +1,6 @@
-"""The wheel ships configs/ and every projects/*/configs/, and get_config works from it.
+"""The wheel ships configs/ (as detrex_ext/config/configs) and every projects/*/configs/ (as
+detrex_projects/*/configs), installs no top-level ``projects`` package, and get_config works
+from it.
 
 The wheel is built from a copy of the source tree (setuptools' PEP 517 backend, no network, no
 build isolation), unpacked like a regular install, and used from a fresh interpreter whose
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-_COPIED = ["pyproject.toml", "README.md", "detrex_ext", "projects", "configs"]
+_COPIED = ["pyproject.toml", "setup.py", "README.md", "detrex_ext", "projects", "configs"]
 
 
 def _source_config_files() -> list[str]:
@@ -28,7 +30,10 @@ def _source_config_files() -> list[str]:
         for p in (REPO / "configs").rglob("*.py")
     ]
     for project_configs in (REPO / "projects").glob("*/configs"):
-        expected += [p.relative_to(REPO).as_posix() for p in project_configs.rglob("*.py")]
+        expected += [
+            "detrex_projects/" + p.relative_to(REPO / "projects").as_posix()
+            for p in project_configs.rglob("*.py")
+        ]
     return [p for p in expected if "__pycache__" not in p]
 
 
@@ -61,7 +66,9 @@ def test_wheel_contains_every_config_file(wheel):
     assert "detrex_ext/config/configs/common/train.py" in expected
     missing = [p for p in expected if p not in names]
     assert not missing, f"config files missing from the wheel: {missing}"
-    assert not any(n.startswith(("tests/", "configs/")) for n in names)
+    assert not any(n.startswith(("tests/", "configs/", "projects/")) for n in names)
+    # the model code installs under its own name, never as detrex's `projects` namespace
+    assert "detrex_projects/maskdino/modeling/meta_arch.py" in names
 
 
 def test_get_config_works_from_a_regular_install(wheel, tmp_path):
@@ -90,8 +97,8 @@ def test_get_config_works_from_a_regular_install(wheel, tmp_path):
     assert info["max_iter"] == 90000
     assert "common/optim.py" in info["configs"]
     project_configs = [
-        n for n in _source_config_files() if n.startswith("projects/") and "/_" not in n
+        n for n in _source_config_files() if n.startswith("detrex_projects/") and "/_" not in n
     ]
     for name in project_configs:
-        project, _, rest = name[len("projects/") :].partition("/configs/")
+        project, _, rest = name[len("detrex_projects/") :].partition("/configs/")
         assert f"{project}/{rest}" in info["configs"]

@@ -12,7 +12,7 @@ from torch import nn
 
 from detrex_ext.config import LazyConfig, get_config, instantiate
 from detrex_ext.layers.activation_checkpointing import saved_activation_bytes
-from projects.maskdino.modeling import MaskDINO
+from detrex_projects.maskdino.modeling import MaskDINO
 
 R50 = "maskdino_r50_coco_instance_seg_50ep"
 SWIN = "maskdino_swinl_coco_instance_seg_50ep"

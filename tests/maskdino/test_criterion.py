@@ -14,7 +14,7 @@ from maskdino_test_utils import (
 
 from detrex_ext.config import LazyConfig, instantiate
 from detrex_ext.structures import ImageList
-from projects.maskdino.modeling import maskdino_weight_dict
+from detrex_projects.maskdino.modeling import maskdino_weight_dict
 
 BASE = ["loss_ce", "loss_mask", "loss_dice", "loss_bbox", "loss_giou"]
 
@@ -129,7 +129,7 @@ def test_images_without_objects(reference):
 
 def test_focal_class_loss_normalisation():
     """loss_ce = sum over queries x classes of the focal term / number of objects."""
-    from projects.maskdino.modeling import SetCriterion
+    from detrex_projects.maskdino.modeling import SetCriterion
 
     criterion = SetCriterion(num_classes=3, matcher=None, weight_dict={})
     logits = torch.tensor([[[2.0, -1.0, 0.5], [-0.3, 0.2, 1.5]]])

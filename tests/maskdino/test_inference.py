@@ -9,7 +9,7 @@ from maskdino_test_utils import load_config, synthetic_image
 
 from detrex_ext.config import LazyConfig, instantiate
 from detrex_ext.structures import Boxes, ImageList, Instances
-from projects.maskdino.modeling import inference
+from detrex_projects.maskdino.modeling import inference
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from detrex_ext.config import instantiate
 from detrex_ext.modeling.postprocessing import sem_seg_postprocess
 from detrex_ext.structures import ImageList
-from projects.maskdino.modeling import inference
+from detrex_projects.maskdino.modeling import inference
 
 NUM_CLASSES = 133  # COCO panoptic: contiguous ids 0..79 are things, 80..132 stuff
 THINGS = list(range(80))

@@ -10,7 +10,7 @@ import torch
 from maskdino_test_utils import load_config
 
 from detrex_ext.config import instantiate
-from projects.maskdino.modeling.query_selection import (
+from detrex_projects.maskdino.modeling.query_selection import (
     encoder_output_proposals,
     masks_to_anchor_boxes,
 )

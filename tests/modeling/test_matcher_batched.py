@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from detrex_ext.layers import point_sample
 from detrex_ext.modeling import HungarianMatcher
-from projects.maskdino.modeling.criterion import SetCriterion
+from detrex_projects.maskdino.modeling.criterion import SetCriterion
 
 MASK_DINO_WEIGHTS = dict(cost_class=4.0, cost_bbox=5.0, cost_giou=2.0, cost_mask=5.0, cost_dice=5.0)
 BOX_WEIGHTS = dict(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0)

@@ -143,7 +143,7 @@ class MaskDINO(nn.Module):
         """Map an official (or detrex) Mask DINO state_dict onto this model's keys.
 
         Accepts a bare state_dict or `{"model": state_dict}`; fills every alias of the shared box
-        MLP and of `decoder_norm`. See `projects.maskdino.modeling.checkpoint`.
+        MLP and of `decoder_norm`. See `detrex_projects.maskdino.modeling.checkpoint`.
         """
         own = self.state_dict()
         adapted = adapt_checkpoint_state_dict(state_dict, own)

@@ -20,7 +20,7 @@ from detrex_ext.modeling import (
     MaskDiceCost,
     build_resnet_backbone,
 )
-from projects.maskdino.modeling import (
+from detrex_projects.maskdino.modeling import (
     MaskDINO,
     MaskDINODecoder,
     MaskDINOEncoder,
