@@ -14,6 +14,7 @@ from tabulate import tabulate
 from torch.utils import data as torchdata
 
 from detrex_ext.utils import comm
+from detrex_ext.utils.env import derive_seed
 
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, SampledMapDataset
@@ -160,8 +161,9 @@ def build_detection_train_loader(
         num_workers: data-loader worker processes per process (0 = load in the main process).
         aspect_ratio_grouping: batch landscape and portrait images separately.
         sampler: defaults to ``TrainingSampler(len(dataset), seed=seed)``.
-        seed: seed of the default sampler and of the per-item augmentation seeds (None = a
-            random seed shared by all processes).
+        seed: seed of the default sampler, of the per-item augmentation seeds and of the
+            loader's own generator (None = a random seed shared by all processes). The loader
+            never draws from the global random generators, which belong to the model.
         collate_fn: turns a list of items into a batch (default: keep the list).
         start_iter: resume point; the default sampler skips ``start_iter`` batches of this
             process, so the data order (and, without aspect-ratio grouping, every batch and
@@ -175,6 +177,11 @@ def build_detection_train_loader(
         )
     batch_size = total_batch_size // world_size
     dataset = _as_dataset(dataset)
+    if seed is None:
+        seed = comm.shared_random_seed()
+    # the DataLoader draws its workers' base seed when iteration starts; from its own generator,
+    # not the global one, which the trainer seeds per iteration for the model's random numbers
+    generator = torch.Generator().manual_seed(derive_seed(seed, comm.get_rank()))
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("a sampler cannot be used with an IterableDataset")
@@ -195,6 +202,7 @@ def build_detection_train_loader(
             collate_fn=_identity,
             worker_init_fn=worker_init_reset_seed,
             persistent_workers=num_workers > 0,
+            generator=generator,
         )
         grouped = AspectRatioGroupedDataset(loader, batch_size)
         return grouped if collate_fn is None else _MapIterable(grouped, collate_fn)
@@ -206,6 +214,7 @@ def build_detection_train_loader(
         collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
         worker_init_fn=worker_init_reset_seed,
         persistent_workers=num_workers > 0,
+        generator=generator,
     )
 
 
