@@ -22,17 +22,20 @@ import yaml
 from detrex_ext.checkpoint import NotACheckpointError
 from detrex_ext.checkpoint.detection_checkpoint import CheckpointSaveError
 from detrex_ext.checkpoint.resume import ResumeError
-from detrex_ext.config import ConfigOverrideError, LazyConfig
+from detrex_ext.config import ConfigOverrideError, InstantiationError, LazyConfig
+from detrex_ext.data.datasets.coco_checks import COCOFormatError
 from detrex_ext.engine import default_argument_parser, launch
 from detrex_ext.engine.config_checks import InvalidConfigError
 from detrex_ext.engine.defaults import resolved_config_data
 from detrex_ext.engine.multirun import expand_sweep, find_sweep_overrides
 from detrex_ext.engine.run_lock import OutputDirInUseError, OutputDirLock
 from detrex_ext.engine.runner import IncompleteCheckpointError, load_config, main
+from detrex_ext.utils.image_io import UnreadableImageError
 
 # errors whose message says what to fix: printed as one line, without a traceback
 _REPORTED_ERRORS = (
     CheckpointSaveError,
+    COCOFormatError,
     ConfigOverrideError,
     FileNotFoundError,
     IncompleteCheckpointError,
@@ -40,7 +43,15 @@ _REPORTED_ERRORS = (
     NotACheckpointError,
     OutputDirInUseError,
     ResumeError,
+    UnreadableImageError,
 )
+
+
+def _is_reported(error: BaseException) -> bool:
+    """A known error, or a config node that failed to build because of one."""
+    while isinstance(error, InstantiationError) and error.__cause__ is not None:
+        error = error.__cause__
+    return isinstance(error, _REPORTED_ERRORS)
 
 
 def print_config(args: argparse.Namespace) -> None:
@@ -109,7 +120,9 @@ def cli(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("train_net.py: interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
-    except _REPORTED_ERRORS as e:
+    except Exception as e:
+        if not _is_reported(e):
+            raise
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
 

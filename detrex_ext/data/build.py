@@ -150,6 +150,7 @@ def build_detection_train_loader(
     seed: int | None = None,
     collate_fn: Callable[[list], Any] | None = None,
     start_iter: int = 0,
+    skip_unreadable_images: bool = False,
 ) -> Any:
     """An infinite training loader yielding ``list[dict]`` batches of ``total_batch_size /
     world_size`` mapped dicts per process.
@@ -168,6 +169,9 @@ def build_detection_train_loader(
         start_iter: resume point; the default sampler skips ``start_iter`` batches of this
             process, so the data order (and, without aspect-ratio grouping, every batch and
             augmentation) continues exactly as in an uninterrupted run.
+        skip_unreadable_images: skip images that cannot be read (missing, empty, truncated,
+            not an image) with a counted warning, instead of stopping with an error naming the
+            file.
     """
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size != 0:
@@ -193,7 +197,14 @@ def build_detection_train_loader(
             logger.warning("start_iter=%d is ignored with a custom sampler", start_iter)
         # with grouping, single items round-robin over workers keep the sampler's order exactly
         chunk_size = 1 if aspect_ratio_grouping else batch_size
-        stream = SampledMapDataset(dataset, mapper or _identity, sampler, chunk_size, seed=seed)
+        stream = SampledMapDataset(
+            dataset,
+            mapper or _identity,
+            sampler,
+            chunk_size,
+            seed=seed,
+            skip_unreadable=skip_unreadable_images,
+        )
     if aspect_ratio_grouping:
         loader = torchdata.DataLoader(
             stream,
