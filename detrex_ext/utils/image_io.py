@@ -17,6 +17,7 @@ __all__ = [
     "SUPPORTED_IMAGE_FORMATS",
     "ImageInput",
     "UnreadableImageError",
+    "check_image_file",
     "convert_image_format",
     "load_image_rgb",
     "read_image",
@@ -88,6 +89,37 @@ def convert_image_format(
     return np.ascontiguousarray(array)
 
 
+def _refuse_url(name: str) -> None:
+    if name.lower().startswith(("http://", "https://", "ftp://", "s3://", "gs://")):
+        raise ValueError(
+            f"{name} is a URL; images are read from local files only: download it first "
+            "(e.g. curl -O <url>) and pass the file"
+        )
+
+
+def check_image_file(file_name: str | os.PathLike) -> None:
+    """Cheap checks (existence, size, the format in the file's header; the pixels are not
+    decoded) that a file is an image: raises as ``read_image`` would for a missing, empty or
+    non-image file, so that tools can refuse bad inputs before loading a model."""
+    file_name = os.fspath(file_name)
+    _refuse_url(file_name)
+    if not os.path.exists(file_name):
+        raise FileNotFoundError(f"image {file_name} does not exist")
+    if os.path.isdir(file_name):
+        raise UnreadableImageError(f"{file_name} is a folder, not an image")
+    if os.path.getsize(file_name) == 0:
+        raise UnreadableImageError(f"{file_name} is empty (0 bytes), not an image")
+    try:
+        with Image.open(file_name):
+            pass
+    except UnidentifiedImageError:
+        raise UnreadableImageError(
+            f"{file_name} is not an image that can be read (unknown format; {_READABLE} are)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UnreadableImageError(f"{file_name} is a truncated or damaged image ({e})") from None
+
+
 def read_image(file_name: str, format: str | None = None) -> np.ndarray:
     """Read an image file, applying its EXIF orientation, in ``format`` (see
     ``convert_image_format``).
@@ -95,8 +127,10 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
     Raises:
         FileNotFoundError: no such file.
         UnreadableImageError: the file is empty, not an image, or truncated or damaged.
+        ValueError: a URL was given (only local files are read).
     """
     file_name = os.fspath(file_name)
+    _refuse_url(file_name)
     if not os.path.exists(file_name):
         raise FileNotFoundError(f"image {file_name} does not exist")
     if os.path.isdir(file_name):
