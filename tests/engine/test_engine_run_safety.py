@@ -12,6 +12,7 @@ through tools/train_net.py on the tiny config:
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib.util
 import json
 import logging
@@ -314,3 +315,12 @@ def test_eval_only_without_weights_is_refused(tmp_path, capsys) -> None:
         capsys, "--eval-only", f"train.init_checkpoint={missing}", f"train.output_dir={tmp_path}"
     )
     assert message == f"Checkpoint {missing} not found"
+
+
+def test_log_records_the_config_files_sha256(finished_run) -> None:
+    """A YAML config can name any callable: the log says exactly which file was run."""
+    log = (finished_run / "log.txt").read_text()
+    digest = hashlib.sha256(TINY_CONFIG.read_bytes()).hexdigest()
+    assert f"Config file {TINY_CONFIG}: sha256 {digest}" in log
+    saved = hashlib.sha256((finished_run / "config.yaml").read_bytes()).hexdigest()
+    assert f"Full config saved to {finished_run / 'config.yaml'} (sha256 {saved})" in log
