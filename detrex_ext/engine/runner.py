@@ -33,6 +33,7 @@ from detrex_ext.config import LazyConfig, instantiate, try_get_key
 from detrex_ext.evaluation import inference_on_dataset, print_csv_format
 from detrex_ext.utils import comm
 from detrex_ext.utils.env import derive_seed
+from detrex_ext.utils.file_io import is_local_path
 
 from . import ema, hooks
 from .config_checks import check_config, check_sections
@@ -276,7 +277,7 @@ def load_config(args: argparse.Namespace) -> DictConfig:
 def _lock_output_dir(output_dir: str) -> OutputDirLock | None:
     """Rank 0 locks the output folder; every rank raises if that failed."""
     lock, error = None, None
-    if comm.is_main_process():
+    if comm.is_main_process() and is_local_path(output_dir):  # iopath URLs: no file locks
         lock = OutputDirLock(output_dir)
         try:
             lock.acquire()
