@@ -11,6 +11,11 @@ released checkpoint) or a packaged path such as ``maskdino/<name>.py``. ``--weig
 http(s) URL or a released model name. Trailing ``key=value`` arguments override config values.
 Each input image gives ``<output>/<image name>.png`` (``--output x.png`` with a single input writes
 that file); ``--save-json`` also writes the instances as ``<image name>.json``.
+
+Inputs are checked before the model loads: a file given by name that is not an image (or is
+empty) stops the run with one ``error:`` line; in a folder, files that cannot be read are listed at
+the end while the others are processed (the exit status is then 1). URLs are not read: download
+the image first.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from pathlib import Path
 
 from detrex_ext.engine.predictor import AMP_DTYPES, Predictor, add_model_arguments
-from detrex_ext.utils.image_io import load_image_rgb
+from detrex_ext.utils.image_io import UnreadableImageError, check_image_file, load_image_rgb
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("demo")
@@ -38,6 +43,11 @@ def split_inputs_and_overrides(items: list[str]) -> tuple[list[Path], list[str]]
     """``--input`` values that are not existing paths but look like ``key=value`` are overrides."""
     inputs, overrides = [], []
     for item in items:
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", item):
+            raise FileNotFoundError(
+                f"input {item!r} is a URL; URLs are not read: download the image first "
+                "(e.g. curl -O <url>) and pass the file"
+            )
         path = Path(os.path.expanduser(item))  # "~key" (a deletion) is no "~user" path
         if path.exists():
             inputs.append(path)
@@ -48,9 +58,19 @@ def split_inputs_and_overrides(items: list[str]) -> tuple[list[Path], list[str]]
     return inputs, overrides
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Image files from files and folders (folders: their images, sorted, not recursive)."""
+def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files from files and folders (folders: their images, sorted, not recursive),
+    checked without decoding their pixels.
+
+    Returns:
+        ``(images, unreadable)``: the readable images, and ``(path, reason)`` of the image files
+        found in folders that are not readable.
+
+    Raises:
+        UnreadableImageError: a file given by name is not an image.
+    """
     images: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -58,10 +78,17 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
                 logger.warning(
                     "folder %s holds no images (%s)", path, ", ".join(sorted(IMAGE_SUFFIXES))
                 )
-            images.extend(found)
+            for image in found:
+                try:
+                    check_image_file(image)
+                except (UnreadableImageError, OSError) as e:
+                    unreadable.append((image, str(e)))
+                else:
+                    images.append(image)
         else:
+            check_image_file(path)
             images.append(path)
-    return images
+    return images, unreadable
 
 
 def instances_to_json(instances) -> list[dict]:
@@ -85,6 +112,28 @@ def output_path(output: Path, image: Path, single: bool) -> Path:
     return output / f"{image.stem}.png"
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 1, got {text} (leave --top-k out to draw every instance)"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,15 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder (or .png file for one input)",
     )
     parser.add_argument(
-        "--score-thresh", type=float, default=0.3, help="hide instances scoring below this"
+        "--score-thresh",
+        type=_unit_interval,
+        default=0.3,
+        help="hide instances scoring below this (0 to 1)",
     )
     parser.add_argument(
-        "--top-k", type=int, default=None, help="draw at most this many instances per image"
+        "--top-k",
+        type=_positive_int,
+        default=None,
+        help="draw at most this many instances per image (>= 1; default: all)",
     )
     parser.add_argument(
         "--amp", choices=sorted(AMP_DTYPES), default=None, help="run the model under autocast"
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity")
+    parser.add_argument("--alpha", type=_unit_interval, default=0.5, help="mask opacity (0 to 1)")
     parser.add_argument("--no-boxes", action="store_true", help="draw masks only")
     parser.add_argument("--no-masks", action="store_true", help="draw boxes only")
     parser.add_argument("--save-json", action="store_true", help="also write the instances as JSON")
@@ -118,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         inputs, overrides = split_inputs_and_overrides(args.input)
-    except FileNotFoundError as error:
+        images, failures = expand_inputs(inputs)
+    except (FileNotFoundError, UnreadableImageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    images = expand_inputs(inputs)
     if not images:
-        print("error: no input images found", file=sys.stderr)
+        print("error: no readable input images found", file=sys.stderr)
+        _report_failures(failures, 0)
         return 1
     predictor = Predictor.from_config(
         args.config_file,
@@ -135,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         amp=args.amp,
     )
     for image_path in images:
-        image = load_image_rgb(image_path)
+        try:
+            image = load_image_rgb(image_path)
+        except (UnreadableImageError, OSError) as error:  # damaged beyond its header
+            logger.error("%s", error)
+            failures.append((image_path, str(error)))
+            continue
         start = time.perf_counter()
         outputs = predictor(image)
         seconds = time.perf_counter() - start
@@ -155,7 +216,20 @@ def main(argv: list[str] | None = None) -> int:
             destination.with_suffix(".json").write_text(json.dumps(instances_to_json(instances)))
         found = f", {len(instances)} instances" if instances is not None else ""
         logger.info("%s -> %s (%.2f s%s)", image_path, destination, seconds, found)
+    if failures:
+        _report_failures(failures, len(images) - len([f for f in failures if f[0] in images]))
+        return 1
     return 0
+
+
+def _report_failures(failures: list[tuple[Path, str]], processed: int) -> None:
+    if not failures:
+        return
+    lines = "\n".join(f"  {path}: {reason}" for path, reason in failures)
+    print(
+        f"error: {len(failures)} image(s) could not be read ({processed} processed):\n{lines}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

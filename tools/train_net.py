@@ -19,11 +19,39 @@ import sys
 
 import yaml
 
-from detrex_ext.config import LazyConfig
+from detrex_ext.checkpoint import NotACheckpointError
+from detrex_ext.checkpoint.detection_checkpoint import CheckpointSaveError
+from detrex_ext.checkpoint.resume import ResumeError
+from detrex_ext.config import ConfigOverrideError, InstantiationError, LazyConfig
+from detrex_ext.data.datasets.coco_checks import COCOFormatError
 from detrex_ext.engine import default_argument_parser, launch
+from detrex_ext.engine.config_checks import InvalidConfigError
 from detrex_ext.engine.defaults import resolved_config_data
 from detrex_ext.engine.multirun import expand_sweep, find_sweep_overrides
-from detrex_ext.engine.runner import main
+from detrex_ext.engine.run_lock import OutputDirInUseError, OutputDirLock
+from detrex_ext.engine.runner import IncompleteCheckpointError, load_config, main
+from detrex_ext.utils.image_io import UnreadableImageError
+
+# errors whose message says what to fix: printed as one line, without a traceback
+_REPORTED_ERRORS = (
+    CheckpointSaveError,
+    COCOFormatError,
+    ConfigOverrideError,
+    FileNotFoundError,
+    IncompleteCheckpointError,
+    InvalidConfigError,
+    NotACheckpointError,
+    OutputDirInUseError,
+    ResumeError,
+    UnreadableImageError,
+)
+
+
+def _is_reported(error: BaseException) -> bool:
+    """A known error, or a config node that failed to build because of one."""
+    while isinstance(error, InstantiationError) and error.__cause__ is not None:
+        error = error.__cause__
+    return isinstance(error, _REPORTED_ERRORS)
 
 
 def print_config(args: argparse.Namespace) -> None:
@@ -42,10 +70,14 @@ def run_sweep(args: argparse.Namespace) -> None:
     fixed = [o for o in args.opts or [] if o not in set(find_sweep_overrides(args.opts or []))]
     base_dir = LazyConfig.apply_overrides(cfg, fixed).train.output_dir
     print(f"[multirun] {len(jobs)} job(s) under {base_dir}", flush=True)
-    for index, job in enumerate(jobs):
+    all_args = []
+    for job in jobs:  # every job's config and folder checked before the first one runs
         job_args = copy.copy(args)
         job_args.opts = job.overrides
         job_args.output_dir = os.path.join(base_dir, job.dirname) if job.dirname else None
+        OutputDirLock(load_config(job_args).train.output_dir).check_free()
+        all_args.append(job_args)
+    for index, (job, job_args) in enumerate(zip(jobs, all_args)):
         swept = " ".join(f"{k}={v}" for k, v in job.swept)
         print(f"[multirun] job {index}: {swept} -> {job_args.output_dir}", flush=True)
         launch_main(job_args)
@@ -62,10 +94,7 @@ def launch_main(args: argparse.Namespace) -> None:
     )
 
 
-def cli(argv: list[str] | None = None) -> None:
-    args = default_argument_parser().parse_args(argv)
-    if not args.config_file:
-        raise SystemExit("train_net.py: --config-file is required")
+def run(args: argparse.Namespace) -> None:
     if args.print_config:
         print_config(args)
         return
@@ -78,7 +107,24 @@ def cli(argv: list[str] | None = None) -> None:
             f"train_net.py: {' '.join(sweeps)} list several values; add --multirun to run one "
             "job per combination (or quote a string containing commas: key='a,b')"
         )
+    load_config(args)  # bad overrides and values stop here, before any process starts
     launch_main(args)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    if not args.config_file:
+        raise SystemExit("train_net.py: --config-file is required")
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("train_net.py: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        if not _is_reported(e):
+            raise
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ train = dict(
     # Weights loaded before training when not resuming, and evaluated by --eval-only: a local path,
     # an http(s) URL or a model zoo name ("" = start from the model's own initialisation).
     init_checkpoint="",
+    # --eval-only refuses weights that lack model tensors or have tensors of other shapes (a
+    # checkpoint of another config); True evaluates them anyway.
+    eval_allow_partial_checkpoint=False,
     max_iter=90000,
     # Mixed precision: dtype "bf16" (no loss scaling needed) or "fp16" (with a GradScaler).
     amp=dict(enabled=False, dtype="bf16"),

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from tabulate import tabulate
 
-__all__ = ["align_by_suffix", "group_keys", "incompatible_keys_table"]
+__all__ = ["LoadReport", "align_by_suffix", "group_keys", "incompatible_keys_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,3 +107,56 @@ def incompatible_keys_table(
     if not rows:
         return ""
     return tabulate(rows, headers=["problem", "key", "checkpoint shape", "model shape"])
+
+
+class LoadReport:
+    """How a checkpoint's model tensors matched the model (``DetectionCheckpointer.last_load``).
+
+    Args:
+        path: the file loaded.
+        num_model_tensors: entries of the model's state dict.
+        missing: model keys the checkpoint lacks (fvcore also lists shape-skipped keys here).
+        mismatched: ``(key, checkpoint shape, model shape)`` of entries skipped for their shape.
+        unexpected: checkpoint keys the model does not have.
+        recomputed: keys the model recomputes itself (``pixel_mean``): missing, but no problem.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        num_model_tensors: int,
+        missing: Sequence[str],
+        mismatched: Sequence[tuple[str, Any, Any]],
+        unexpected: Sequence[str],
+        recomputed: Iterable[str] = (),
+    ):
+        self.path = path
+        self.num_model_tensors = num_model_tensors
+        self.mismatched = list(mismatched)
+        skipped = {key for key, _, _ in self.mismatched}
+        self.missing = [k for k in missing if k not in skipped]
+        self.unexpected = list(unexpected)
+        self._recomputed = set(recomputed)
+
+    @property
+    def num_loaded(self) -> int:
+        return self.num_model_tensors - len(self.missing) - len(self.mismatched)
+
+    @property
+    def complete(self) -> bool:
+        """Every model tensor came from the checkpoint (recomputed buffers aside)."""
+        return not self.mismatched and all(k in self._recomputed for k in self.missing)
+
+    def summary(self) -> str:
+        """``"0 of 256 model tensors found in X (...)"``."""
+        text = f"{self.num_loaded} of {self.num_model_tensors} model tensors found in {self.path}"
+        details = []
+        if self.mismatched:
+            key, ckpt, model = self.mismatched[0]
+            details.append(
+                f"{len(self.mismatched)} with another shape, e.g. {key}: {tuple(ckpt)} in the "
+                f"checkpoint, {tuple(model)} in the model"
+            )
+        if self.missing:
+            details.append(f"{len(self.missing)} missing, e.g. {self.missing[0]}")
+        return text + (f" ({'; '.join(details)})" if details else "")

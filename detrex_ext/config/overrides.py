@@ -10,6 +10,11 @@ bool, ``null`` None, ``[1,2]`` list, ``{a:1}`` dict, ``${train.max_iter}`` inter
 - ``++a.b=1``: set a key whether it exists or not.
 - ``~a.b``: delete a key (``~a.b=1`` deletes it only if its value is 1).
 
+A new value must fit the value it replaces: a number (or true/false) cannot become a word
+(``train.max_iter=abc``, ``train.max_iter=``), a config section cannot become a plain value.
+``1e4`` for an integer becomes ``10000``. ``None`` is hydra's *string* 'None' (``null`` is None): refused where a number
+is expected, warned about elsewhere. Interpolations (``${...}``) and ``null`` are always accepted.
+
 Sweeps (``a=1,2``, ``choice(...)``, ``range(...)``, ``glob(...)``, ``interval(...)``) describe
 several runs; they are rejected here and belong to the launcher's ``--multirun``.
 """
@@ -17,6 +22,7 @@ several runs; they are rejected here and belong to the launcher's ``--multirun``
 from __future__ import annotations
 
 import difflib
+import logging
 from typing import Any, Iterator, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -25,9 +31,18 @@ __all__ = ["apply_overrides", "ConfigOverrideError"]
 
 _MAX_LISTED_KEYS = 20
 
+logger = logging.getLogger(__name__)
 
-class ConfigOverrideError(ValueError):
-    """An override cannot be applied; the message says why and how to fix it."""
+
+class ConfigOverrideError(KeyError, ValueError):
+    """An override cannot be applied; the message says why and how to fix it.
+
+    A ``KeyError`` (as detectron2's override errors are) and a ``ValueError``; ``str()`` is the
+    message itself, without the quotes ``KeyError`` adds.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def _child(node: Any, part: str) -> Any:
@@ -178,8 +193,12 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         if override.is_delete():
             _delete(cfg, text, key, parts, value)
             continue
+        if not key:
+            raise ConfigOverrideError(
+                f"override {text!r} names no key; write path.to.key=value (e.g. train.max_iter=100)"
+            )
         _check_settable(cfg, text, key, parts)
-        _, matched = _walk(cfg, parts)
+        node, matched = _walk(cfg, parts)
         exists = matched == len(parts)
         if override.is_add() and exists:
             raise ConfigOverrideError(
@@ -191,5 +210,81 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                 f"override {text!r}: {_unknown_key_message(cfg, key, parts, matched)} "
                 f"(to add a new key, write '+{text}')"
             )
+        if exists:
+            value = _checked_value(text, key, node, value, _is_unquoted_none(override))
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     return cfg
+
+
+def _is_unquoted_none(override: Any) -> bool:
+    return getattr(override, "_value", None) == "None"  # a QuotedString "None" is intended
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _checked_value(text: str, key: str, node: Any, value: Any, unquoted_none: bool) -> Any:
+    """``value`` converted to fit the value at ``node``, or a ConfigOverrideError saying why it
+    cannot replace it (see the module docstring)."""
+    if value is None or (isinstance(value, str) and "${" in value):
+        return value
+    if _is_container(node):
+        if isinstance(node, DictConfig) and not isinstance(value, dict):
+            keys = ", ".join(str(k) for k in list(node.keys())[:_MAX_LISTED_KEYS])
+            raise ConfigOverrideError(
+                f"override {text!r}: {key!r} is a config section (keys: {keys}), not a value; "
+                f"set one of its keys ({key}.<name>=...), or {key}=null to remove it"
+            )
+        if isinstance(node, ListConfig) and isinstance(value, (str, dict)):
+            raise ConfigOverrideError(
+                f"override {text!r}: {key!r} is a list; write a list, e.g. {key}=[1,2]"
+            )
+        return value
+    current = node._value()
+    if current is None or (isinstance(current, str) and "${" in current):
+        if unquoted_none:
+            _warn_string_none(text, key)
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigOverrideError(
+                f"override {text!r}: {key!r} is a boolean ({current}); write {key}=true or "
+                f"{key}=false{_none_hint(key, unquoted_none)}"
+            )
+        return value
+    if isinstance(current, (int, float)):
+        if isinstance(value, bool) or isinstance(value, (str, dict)):
+            given = "no value" if value == "" else _describe(value)
+            raise ConfigOverrideError(
+                f"override {text!r}: {key!r} is {_describe(current)} but the override gives "
+                f"{given}; write a number, e.g. {key}={current}{_none_hint(key, unquoted_none)}"
+            )
+        if isinstance(current, int) and isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e4 -> 10000
+        return value
+    if isinstance(current, str) and unquoted_none:
+        _warn_string_none(text, key)
+    return value
+
+
+def _none_hint(key: str, unquoted_none: bool) -> str:
+    return f" ('None' is a string; {key}=null sets None)" if unquoted_none else ""
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_string_none(text: str, key: str) -> None:
+    if text in _WARNED:  # the launcher applies the overrides twice (check, then run)
+        return
+    _WARNED.add(text)
+    logger.warning(
+        f"override {text!r} sets {key!r} to the string 'None'; if you meant None, write {key}=null"
+    )

@@ -14,6 +14,7 @@ from tabulate import tabulate
 from torch.utils import data as torchdata
 
 from detrex_ext.utils import comm
+from detrex_ext.utils.env import derive_seed
 
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, SampledMapDataset
@@ -149,6 +150,7 @@ def build_detection_train_loader(
     seed: int | None = None,
     collate_fn: Callable[[list], Any] | None = None,
     start_iter: int = 0,
+    skip_unreadable_images: bool = False,
 ) -> Any:
     """An infinite training loader yielding ``list[dict]`` batches of ``total_batch_size /
     world_size`` mapped dicts per process.
@@ -160,12 +162,16 @@ def build_detection_train_loader(
         num_workers: data-loader worker processes per process (0 = load in the main process).
         aspect_ratio_grouping: batch landscape and portrait images separately.
         sampler: defaults to ``TrainingSampler(len(dataset), seed=seed)``.
-        seed: seed of the default sampler and of the per-item augmentation seeds (None = a
-            random seed shared by all processes).
+        seed: seed of the default sampler, of the per-item augmentation seeds and of the
+            loader's own generator (None = a random seed shared by all processes). The loader
+            never draws from the global random generators, which belong to the model.
         collate_fn: turns a list of items into a batch (default: keep the list).
         start_iter: resume point; the default sampler skips ``start_iter`` batches of this
             process, so the data order (and, without aspect-ratio grouping, every batch and
             augmentation) continues exactly as in an uninterrupted run.
+        skip_unreadable_images: skip images that cannot be read (missing, empty, truncated,
+            not an image) with a counted warning, instead of stopping with an error naming the
+            file.
     """
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size != 0:
@@ -175,6 +181,11 @@ def build_detection_train_loader(
         )
     batch_size = total_batch_size // world_size
     dataset = _as_dataset(dataset)
+    if seed is None:
+        seed = comm.shared_random_seed()
+    # the DataLoader draws its workers' base seed when iteration starts; from its own generator,
+    # not the global one, which the trainer seeds per iteration for the model's random numbers
+    generator = torch.Generator().manual_seed(derive_seed(seed, comm.get_rank()))
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("a sampler cannot be used with an IterableDataset")
@@ -186,7 +197,14 @@ def build_detection_train_loader(
             logger.warning("start_iter=%d is ignored with a custom sampler", start_iter)
         # with grouping, single items round-robin over workers keep the sampler's order exactly
         chunk_size = 1 if aspect_ratio_grouping else batch_size
-        stream = SampledMapDataset(dataset, mapper or _identity, sampler, chunk_size, seed=seed)
+        stream = SampledMapDataset(
+            dataset,
+            mapper or _identity,
+            sampler,
+            chunk_size,
+            seed=seed,
+            skip_unreadable=skip_unreadable_images,
+        )
     if aspect_ratio_grouping:
         loader = torchdata.DataLoader(
             stream,
@@ -195,6 +213,7 @@ def build_detection_train_loader(
             collate_fn=_identity,
             worker_init_fn=worker_init_reset_seed,
             persistent_workers=num_workers > 0,
+            generator=generator,
         )
         grouped = AspectRatioGroupedDataset(loader, batch_size)
         return grouped if collate_fn is None else _MapIterable(grouped, collate_fn)
@@ -206,6 +225,7 @@ def build_detection_train_loader(
         collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
         worker_init_fn=worker_init_reset_seed,
         persistent_workers=num_workers > 0,
+        generator=generator,
     )
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils import data as torchdata
 
+from detrex_ext.utils.image_io import UnreadableImageError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -122,7 +124,9 @@ class SampledMapDataset(torchdata.IterableDataset):
     The mapper of the item at global stream position ``p`` runs with its random generators
     seeded from ``(seed, p)``: augmentations do not depend on the number of workers, and a run
     resumed with ``TrainingSampler(start_index=...)`` repeats them exactly. Items the mapper
-    turns into None are skipped.
+    turns into None are skipped; so are images that cannot be read (missing, empty, damaged)
+    when ``skip_unreadable`` is set, each with a counted warning (otherwise the error names the
+    file and this option).
     """
 
     def __init__(
@@ -132,12 +136,15 @@ class SampledMapDataset(torchdata.IterableDataset):
         sampler: torchdata.Sampler,
         chunk_size: int = 1,
         seed: int | None = None,
+        skip_unreadable: bool = False,
     ):
         self._dataset = dataset
         self._map_func = map_func
         self._sampler = sampler
         self._chunk_size = chunk_size
         self._seed = seed if seed is not None else getattr(sampler, "seed", 0)
+        self._skip_unreadable = skip_unreadable
+        self.num_skipped = 0
 
     def _positions(self) -> Iterator[tuple[int, int]]:
         if hasattr(self._sampler, "iter_with_positions"):
@@ -150,8 +157,24 @@ class SampledMapDataset(torchdata.IterableDataset):
         for k, (position, index) in enumerate(self._positions()):
             if (k // self._chunk_size) % num_workers != worker_id:
                 continue
-            with seeded_random_state(_sample_seed(self._seed, position)):
-                data = self._map_func(self._dataset[index])
+            try:
+                with seeded_random_state(_sample_seed(self._seed, position)):
+                    data = self._map_func(self._dataset[index])
+            except (UnreadableImageError, FileNotFoundError) as e:
+                if not self._skip_unreadable:
+                    raise type(e)(
+                        f"{e}. To skip unreadable images with a warning instead, set "
+                        "dataloader.train.skip_unreadable_images=True"
+                    ) from None
+                self.num_skipped += 1
+                logger.warning(
+                    "Skipped dataset item %d: %s (%d unreadable images skipped so far%s)",
+                    index,
+                    e,
+                    self.num_skipped,
+                    f" by worker {worker_id}" if num_workers > 1 else "",
+                )
+                continue
             if data is None:
                 logger.warning("Mapper returned None for dataset item %d; skipping it", index)
                 continue

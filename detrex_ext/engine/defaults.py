@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import logging
 import os
 from typing import Any
@@ -65,7 +66,8 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace | None) -> None:
 
     1. create ``train.output_dir`` (rank 0);
     2. log to the console (rank 0) and to ``log.txt`` / ``log.txt.rank{N}``;
-    3. log rank, world size, environment, command line and the config file;
+    3. log rank, world size, environment, command line and the config file with its sha256
+       (a YAML config can name any importable callable: the digest records what was run);
     4. save the config (with command-line overrides) as ``output_dir/config.yaml`` (rank 0);
     5. seed every generator with ``train.seed + rank`` (a fresh seed when negative);
     6. set ``cudnn.benchmark`` from ``train.cudnn_benchmark`` (not for ``--eval-only``);
@@ -84,14 +86,20 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace | None) -> None:
     logger.info("Command line arguments: " + str(args))
     config_file = getattr(args, "config_file", "") if args is not None else ""
     if config_file:
-        with PathManager.open(config_file, "r") as f:
-            logger.info(f"Contents of args.config_file={config_file}:\n{f.read()}")
+        with PathManager.open(config_file, "rb") as f:
+            content = f.read()
+        digest = hashlib.sha256(content).hexdigest()
+        logger.info(f"Config file {config_file}: sha256 {digest}")
+        text = content.decode("utf-8", errors="replace")
+        logger.info(f"Contents of args.config_file={config_file}:\n{text}")
 
     if comm.is_main_process() and output_dir:
         path = os.path.join(output_dir, "config.yaml")
         try:
             LazyConfig.save(cfg, path)
-            logger.info(f"Full config saved to {path}")
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            logger.info(f"Full config saved to {path} (sha256 {digest})")
         except UnsaveableConfigError as e:
             logger.error(f"config.yaml not written: {e}")
 

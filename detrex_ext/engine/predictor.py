@@ -158,8 +158,31 @@ def model_input(
     return {"image": tensor, "height": height, "width": width}
 
 
+def check_score_threshold(value: float | None, name: str = "score_threshold") -> None:
+    """None, or a number in [0, 1] (scores are probabilities)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(
+            f"{name} must be a number in [0, 1] (scores are probabilities), got {value!r}"
+        )
+
+
+def check_top_k(value: int | None, name: str = "top_k") -> None:
+    """None (no limit), or an integer >= 1."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be an integer >= 1, got {value!r}; use None to keep every instance"
+        )
+
+
 def filter_instances(instances: Any, score_threshold: float | None, top_k: int | None) -> Any:
-    """Instances sorted by descending score, keeping scores >= threshold, at most ``top_k``."""
+    """Instances sorted by descending score, keeping scores >= threshold, at most ``top_k``
+    (None: no limit; values < 1 are refused)."""
+    check_score_threshold(score_threshold)
+    check_top_k(top_k)
     if not instances.has("scores"):
         return instances
     order = torch.argsort(instances.scores, descending=True, stable=True)
@@ -179,8 +202,8 @@ class Predictor:
         augmentations: test-time augmentations (objects with ``get_transform(image)``), applied
             in order; typically the config's resize.
         input_format: channel order the model expects, ``"RGB"`` or ``"BGR"``.
-        score_threshold: drop instances scoring below this (None keeps all).
-        top_k: keep at most this many instances per image (None keeps all).
+        score_threshold: drop instances scoring below this, in [0, 1] (None keeps all).
+        top_k: keep at most this many instances per image, >= 1 (None keeps all).
         batch_size: images per forward pass when a list is given.
         amp: ``"bf16"`` or ``"fp16"`` runs the model under autocast; None runs in fp32.
         metadata: dataset metadata (class names) for visualisation; kept as ``self.metadata``.
@@ -204,6 +227,8 @@ class Predictor:
             raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_score_threshold(score_threshold)
+        check_top_k(top_k)
         self.model = model.eval()
         self.augmentations = list(augmentations)
         self.input_format = input_format
@@ -229,6 +254,8 @@ class Predictor:
         weights when ``config`` is a model name. ``device``: defaults to CUDA when available.
         Other keyword arguments go to :class:`Predictor`.
         """
+        check_score_threshold(kwargs.get("score_threshold"))
+        check_top_k(kwargs.get("top_k"))
         cfg = load_config(config, overrides)
         weights = weights or released_model_name(config)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -281,6 +308,8 @@ class Predictor:
         """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
+        check_score_threshold(score_threshold)
+        check_top_k(top_k)
         threshold = self.score_threshold if score_threshold is None else score_threshold
         top_k = self.top_k if top_k is None else top_k
         results: list[dict[str, Any]] = []

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from detrex_ext.config import instantiate, locate
+from detrex_ext.utils.env import preserved_random_state
 
 __all__ = ["ResumableLoader", "build_train_loader"]
 
@@ -50,7 +51,11 @@ class ResumableLoader:
         return instantiate(cfg)
 
     def __iter__(self) -> Iterator:
-        for batch in self._build():
+        # built when the trainer asks for its first batch, i.e. after it seeded the iteration:
+        # whatever the builders draw must not shift the model's random numbers of that iteration
+        with preserved_random_state():
+            batches = iter(self._build())
+        for batch in batches:
             self.batches_consumed += 1
             yield batch
 

@@ -9,7 +9,11 @@ Same flow as detrex's ``train_net.py`` (config schema in the project notes), wit
 - an iteration is one optimizer step over ``train.gradient_accumulation_steps`` batches, so
   ``max_iter``, periods and the lr schedule all count optimizer steps;
 - ``train.seed`` (or a shared random seed when negative) drives per-iteration reseeding, which
-  makes ``--resume`` reproduce an uninterrupted run (see ``train_loop``).
+  makes ``--resume`` reproduce an uninterrupted run (see ``train_loop``);
+- before anything is built, the config is checked (``config_checks``) and the output folder is
+  locked for the run's life (``run_lock``): a second run in the same folder is refused;
+- ``--eval-only`` refuses a checkpoint that lacks model tensors or holds tensors of other shapes
+  (``train.eval_allow_partial_checkpoint=True`` evaluates it anyway).
 """
 
 from __future__ import annotations
@@ -24,21 +28,37 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from detrex_ext.checkpoint import DetectionCheckpointer
+from detrex_ext.checkpoint.detection_checkpoint import resolve_checkpoint_path
 from detrex_ext.config import LazyConfig, instantiate, try_get_key
 from detrex_ext.evaluation import inference_on_dataset, print_csv_format
 from detrex_ext.utils import comm
 from detrex_ext.utils.env import derive_seed
+from detrex_ext.utils.file_io import is_local_path
 
 from . import ema, hooks
+from .config_checks import check_config, check_sections
 from .ddp import create_ddp_model, unwrap_model
 from .defaults import apply_fast_dev_run, default_setup, default_writers, resolve_device
 from .resumable_loader import build_train_loader
+from .run_lock import OutputDirInUseError, OutputDirLock, remove_stale_temporary_files
 from .train_loop import Trainer
 from .visualize_hook import build_visualize_hook
 
-__all__ = ["main", "do_train", "do_test", "do_eval_only", "build_optimizer"]
+__all__ = [
+    "IncompleteCheckpointError",
+    "build_optimizer",
+    "do_eval_only",
+    "do_test",
+    "do_train",
+    "load_config",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class IncompleteCheckpointError(ValueError):
+    """``--eval-only`` was given weights that do not cover the model."""
 
 
 def _evaluate(cfg: DictConfig, model: nn.Module) -> dict[str, Any]:
@@ -107,6 +127,8 @@ def do_train(args: argparse.Namespace, cfg: DictConfig) -> Trainer:
         The trainer after training (its hooks, storage and final iteration).
     """
     device = resolve_device(cfg)
+    if cfg.train.init_checkpoint and not args.resume:
+        resolve_checkpoint_path(cfg.train.init_checkpoint)  # a wrong path fails before the build
     model = instantiate(cfg.model)
     logger.info(f"Model:\n{model}")
     model.to(device)
@@ -157,31 +179,69 @@ def do_train(args: argparse.Namespace, cfg: DictConfig) -> Trainer:
             ),
         ]
     )
-    resumed = args.resume and checkpointer.has_checkpoint()
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    resumed = checkpointer.resumed_from is not None
     if args.resume and not resumed:
         logger.info(
-            f"--resume: no last_checkpoint in {cfg.train.output_dir}; starting from "
+            f"--resume: no checkpoint in {cfg.train.output_dir}; starting from "
             f"train.init_checkpoint={cfg.train.init_checkpoint!r}"
         )
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if resumed else 0
+    if resumed and start_iter >= cfg.train.max_iter:
+        logger.info(
+            f"Training already finished: {checkpointer.resumed_from} is iteration "
+            f"{trainer.iter} of train.max_iter={cfg.train.max_iter}; nothing to train. To train "
+            f"longer, raise train.max_iter; to evaluate, run --eval-only "
+            f"train.init_checkpoint={checkpointer.resumed_from}"
+        )
+        return trainer
     if resumed:
         logger.info(f"Resumed from iteration {trainer.iter}; continuing at {start_iter}.")
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except KeyboardInterrupt:
+        last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+        logger.warning(
+            f"Interrupted at iteration {trainer.iter}. "
+            + (
+                f"The last checkpoint is {last}; continue with --resume."
+                if last
+                else "No checkpoint was written yet."
+            )
+        )
+        raise
     return trainer
 
 
 def do_eval_only(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``train.init_checkpoint`` (EMA weights with
     ``train.model_ema.use_ema_weights_for_eval_only``)."""
+    allow_partial = try_get_key(cfg, "train.eval_allow_partial_checkpoint", default=False)
+    path = cfg.train.init_checkpoint
+    if not path and not allow_partial:
+        raise IncompleteCheckpointError(
+            "--eval-only needs the weights to evaluate: set train.init_checkpoint=<a checkpoint "
+            "of this config> (a path, a URL or a model zoo name). To evaluate the untrained "
+            "model, add train.eval_allow_partial_checkpoint=True."
+        )
+    if path:
+        resolve_checkpoint_path(path)  # a wrong path fails before the model is built
     model = instantiate(cfg.model)
     model.to(resolve_device(cfg))
     ema.may_build_model_ema(cfg, model)
-    if not cfg.train.init_checkpoint:
+    if not path:
         logger.warning("--eval-only without train.init_checkpoint: evaluating untrained weights.")
-    DetectionCheckpointer(model, **ema.may_get_ema_checkpointer(cfg, model)).load(
-        cfg.train.init_checkpoint
-    )
+    checkpointer = DetectionCheckpointer(model, **ema.may_get_ema_checkpointer(cfg, model))
+    checkpointer.load(path)
+    report = checkpointer.last_load
+    if report is not None and not report.complete:
+        if not allow_partial:
+            raise IncompleteCheckpointError(
+                f"{report.summary()}: is it a checkpoint of this config? --eval-only evaluates "
+                "complete weights only. To evaluate anyway (the missing tensors keep their "
+                "initial values), add train.eval_allow_partial_checkpoint=True."
+            )
+        logger.warning(f"Evaluating incomplete weights: {report.summary()}.")
     if try_get_key(cfg, "train.model_ema.use_ema_weights_for_eval_only", default=False):
         state = ema.get_model_ema_state(model)
         if not state.has_inited():
@@ -201,18 +261,49 @@ def do_eval_only(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def main(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Load the config, apply ``args.opts``, set up the run, then evaluate or train.
-
-    ``args.output_dir`` (set by ``--multirun`` for each job) replaces ``train.output_dir``.
-    """
+def load_config(args: argparse.Namespace) -> DictConfig:
+    """The run's config: ``args.config_file`` with ``args.opts`` applied and ``args.output_dir``
+    (set by ``--multirun`` for each job) as ``train.output_dir``, checked (``check_config``)."""
     cfg = LazyConfig.load(args.config_file)
+    eval_only = bool(getattr(args, "eval_only", False))
+    check_sections(cfg, eval_only=eval_only, source=args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
     if getattr(args, "output_dir", None):
         cfg.train.output_dir = args.output_dir
-    default_setup(cfg, args)
-    apply_fast_dev_run(cfg)
-    if args.eval_only:
-        return do_eval_only(cfg)
-    do_train(args, cfg)
-    return None
+    check_config(cfg, eval_only=eval_only, source=args.config_file)
+    return cfg
+
+
+def _lock_output_dir(output_dir: str) -> OutputDirLock | None:
+    """Rank 0 locks the output folder; every rank raises if that failed."""
+    lock, error = None, None
+    if comm.is_main_process() and is_local_path(output_dir):  # iopath URLs: no file locks
+        lock = OutputDirLock(output_dir)
+        try:
+            lock.acquire()
+        except OutputDirInUseError as e:
+            lock, error = None, str(e)
+    errors = comm.all_gather(error) if comm.get_world_size() > 1 else [error]
+    if errors[0] is not None:
+        raise OutputDirInUseError(errors[0])
+    return lock
+
+
+def main(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Load and check the config (``load_config``), lock the output folder for the run's life,
+    set up the run, then evaluate or train."""
+    cfg = load_config(args)
+    lock = _lock_output_dir(cfg.train.output_dir)
+    try:
+        default_setup(cfg, args)
+        if lock is not None:
+            lock.log_takeover()
+            remove_stale_temporary_files(cfg.train.output_dir)
+        apply_fast_dev_run(cfg)
+        if args.eval_only:
+            return do_eval_only(cfg)
+        do_train(args, cfg)
+        return None
+    finally:
+        if lock is not None:
+            lock.release()

@@ -12,8 +12,12 @@ before, and a resumed run draws the same ones as an uninterrupted run. The data 
 when the train loader implements ``state_dict()``/``load_state_dict()``; the trainer saves it in
 its checkpoint state (``"data_loader"``). ``train_net`` wraps loaders built by
 ``build_detection_train_loader`` (which takes ``start_iter``) in ``ResumableLoader`` to get that,
-see ``detrex_ext.engine.resumable_loader``. The recent loss history is checkpointed too, so the
-smoothed values in ``metrics.json`` continue as in an uninterrupted run.
+see ``detrex_ext.engine.resumable_loader``. The loader must not draw from the global generators
+once the iteration is seeded (a lazily built loader does so at its first batch, which a resumed run
+takes at another iteration): ``build_detection_train_loader`` seeds its own generators from the data
+seed and the stream position, and ``ResumableLoader`` builds inside ``preserved_random_state``.
+The recent loss history is checkpointed too, so the smoothed values in ``metrics.json`` continue
+as in an uninterrupted run.
 
 Resume is bit-exact on CPU. On CUDA, kernels with non-deterministic reductions (atomics in
 ``grid_sample``/``index_add`` backward) make two runs differ slightly whether or not they resume.

@@ -166,10 +166,28 @@ class COCOEvaluator(DatasetEvaluator):
         tasks = self._tasks or (
             ("bbox", "segm") if any("segmentation" in r for r in results) else ("bbox",)
         )
+        tasks = self._tasks_with_ground_truth(tasks)
         evaluated_ids = (
             sorted({p["image_id"] for p in predictions}) if img_ids is None else list(img_ids)
         )
         return {task: self._evaluate_task(task, results, evaluated_ids) for task in tasks}
+
+    def _tasks_with_ground_truth(self, tasks: Sequence[str]) -> tuple[str, ...]:
+        """Mask AP needs ground-truth masks: without them it is skipped with a warning, or
+        refused when ``tasks`` asked for it explicitly."""
+        if "segm" not in tasks:
+            return tuple(tasks)
+        lacking = sum("segmentation" not in a for a in self._coco_gt().dataset["annotations"])
+        if not lacking:
+            return tuple(tasks)
+        message = (
+            f"{lacking} ground-truth annotations of {self._dataset_name!r} have no segmentation, "
+            "so mask AP cannot be computed"
+        )
+        if self._tasks is not None:
+            raise ValueError(f"{message}; evaluate with tasks=('bbox',)")
+        logger.warning(f"{message}; only box AP is reported.")
+        return tuple(t for t in tasks if t != "segm")
 
     def _to_dataset_ids(self, results: list[dict]) -> list[dict]:
         classes = self._metadata.get("thing_classes")

@@ -3,18 +3,21 @@
 Names are config names without ``.py`` (``maskdino_r50_coco_instance_seg_50ep``); ``name.py`` and
 ``maskdino/name.py`` are accepted too. ``DETREX_ZOO_MIRROR`` replaces the release location by
 another base URL or a local directory holding the same file names (for mirrors, air-gapped
-machines, or a local test server).
+machines, or a local test server). A mirror may hold ``<file>.sha256`` records (``sha256sum``
+format) next to the files: they are checked when the table has no digest.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from .catalog import get_entry
-from .download import cached_download, is_url, resolve_local_file
+from .download import cached_download, get_cache_dir, is_offline, is_url, resolve_local_file
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +47,35 @@ def get_checkpoint(
     location = get_checkpoint_url(name)
     if not is_url(location):
         return resolve_local_file(location, entry.sha256)
+    sha256 = entry.sha256
+    cache_dir = download_kwargs.get("cache_dir")
+    cached = Path(cache_dir).expanduser() if cache_dir else get_cache_dir() / "checkpoints"
+    first_download = not (cached / entry.filename).exists()
+    if sha256 is None and location != entry.url and first_download:
+        if not (is_offline() if offline is None else offline):
+            sha256 = _mirror_sha256(location)
     return cached_download(
         location,
         entry.filename,
-        sha256=entry.sha256,
+        sha256=sha256,
         offline=offline,
         progress=progress,
         **download_kwargs,
     )
+
+
+def _mirror_sha256(url: str) -> str | None:
+    """The digest a mirror publishes as ``<url>.sha256``, or None when it has none."""
+    request = urllib.request.Request(url + ".sha256", headers={"User-Agent": "detrex_ext"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http only)
+            words = response.read(4096).decode("ascii", errors="replace").split()
+    except (OSError, ValueError):  # no record there (404), or the mirror is unreachable
+        return None
+    if words and re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
+        logger.info(f"{url}: sha256 {words[0].lower()} from the mirror's record")
+        return words[0].lower()
+    return None
 
 
 def get_config(name: str, trained: bool = False):

@@ -8,18 +8,20 @@ random stream of an uninterrupted one without saving generator states.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import random
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 
 import numpy as np
 import torch
 from tabulate import tabulate
 
-__all__ = ["seed_all_rng", "derive_seed", "collect_env_info"]
+__all__ = ["seed_all_rng", "derive_seed", "preserved_random_state", "collect_env_info"]
 
 
 def seed_all_rng(seed: int | None = None) -> int:
@@ -42,6 +44,21 @@ def seed_all_rng(seed: int | None = None) -> int:
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ["PYTHONHASHSEED"] = str(seed)
     return seed
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Put back the states of python's ``random``, numpy and torch (CPU, and CUDA when it is
+    initialised) when the block ends: what runs inside cannot shift the caller's random streams.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def derive_seed(*coordinates: int) -> int:

@@ -24,6 +24,7 @@ def test_common_train_is_the_detrex_superset_with_our_defaults():
     assert OmegaConf.to_container(train, resolve=False) == {
         "output_dir": "./output",
         "init_checkpoint": "",
+        "eval_allow_partial_checkpoint": False,
         "max_iter": 90000,
         "amp": {"enabled": False, "dtype": "bf16"},
         "ddp": {

@@ -88,6 +88,7 @@ def test_custom_registration_reads_classes_lazily_and_refuses_changes(tmp_path):
     json_file.write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
+    (tmp_path / "x.jpg").write_bytes(b"")  # image files are checked to exist when loading
     register_coco_instances("my_data", {}, json_file, tmp_path)
     meta = MetadataCatalog.get("my_data")
     assert meta.thing_classes == ["a", "b"]  # sorted by id -> contiguous 0, 1

@@ -59,7 +59,7 @@ def test_names_accept_config_spellings_and_suggest_on_typos():
         model_zoo.get_entry("maskdino_r50_coco_panoptc_seg_50ep")
 
 
-def test_mirror_replaces_the_release_location(monkeypatch, tmp_path):
+def test_mirror_replaces_the_release_location(monkeypatch, tmp_path, zoo_env):
     name = "maskdino_r50_ade20k_semantic_seg_160k"
     filename = model_zoo.get_entry(name).filename
     monkeypatch.delenv("DETREX_ZOO_MIRROR", raising=False)

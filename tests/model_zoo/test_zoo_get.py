@@ -56,11 +56,15 @@ def test_get_downloads_verifies_caches_and_builds(served_tiny_release, file_serv
     recorded = hashlib.sha256(served_tiny_release).hexdigest()
     assert cached.with_name(cached.name + ".sha256").read_text().startswith(recorded)
 
+    # the mirror was asked for a sha256 record (it has none) and for the file, once
+    filename = model_zoo.get_entry(NAME).filename
+    asked = [filename + ".sha256", filename]
+    assert [r["path"] for r in file_server.requests] == asked
     again = model_zoo.get(NAME, progress=False)  # from the cache: no second request
-    assert len(file_server.requests) == 1
+    assert [r["path"] for r in file_server.requests] == asked
     assert torch.equal(again.pixel_scorer.weight, model.pixel_scorer.weight)
     untrained = model_zoo.get(NAME, trained=False)
-    assert untrained.training and len(file_server.requests) == 1
+    assert untrained.training and len(file_server.requests) == 2
 
 
 def test_get_refuses_a_file_that_does_not_match_the_table(

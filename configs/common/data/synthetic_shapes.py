@@ -41,6 +41,8 @@ dataloader.train = L(build_detection_train_loader)(
     total_batch_size=8,
     num_workers=0,
     seed=0,
+    # True: images that cannot be read are skipped with a counted warning instead of stopping
+    skip_unreadable_images=False,
 )
 
 dataloader.test = L(build_detection_test_loader)(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 from typing import Any
@@ -18,10 +17,17 @@ from detrex_ext.structures import BoxMode
 from ..catalog import MetadataCatalog, register_dataset
 from ..detection_utils import load_pan_seg
 from .builtin_meta import contiguous_id_map, palette
+from .coco_checks import (
+    COCOFormatError,
+    check_annotations,
+    check_image_files,
+    checked_categories,
+    read_coco_json,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["convert_to_coco_dict", "load_coco_json", "register_coco_instances"]
+__all__ = ["COCOFormatError", "convert_to_coco_dict", "load_coco_json", "register_coco_instances"]
 
 _CATEGORY_CACHE: dict[str, list[dict]] = {}
 
@@ -37,8 +43,8 @@ def _instance_metadata_from_categories(categories: list[dict]) -> dict[str, Any]
 
 def _read_categories(json_file: str) -> list[dict]:
     if json_file not in _CATEGORY_CACHE:
-        with open(json_file) as f:
-            _CATEGORY_CACHE[json_file] = json.load(f)["categories"]
+        categories = checked_categories(read_coco_json(json_file)["categories"], json_file)
+        _CATEGORY_CACHE[json_file] = categories
     return _CATEGORY_CACHE[json_file]
 
 
@@ -47,6 +53,9 @@ def load_coco_json(
     image_root: str,
     dataset_name: str | None = None,
     extra_annotation_keys: list[str] | None = None,
+    *,
+    require_masks: bool = True,
+    check_files: bool = True,
 ) -> list[dict]:
     """Read a COCO instances json into dataset dicts.
 
@@ -55,12 +64,23 @@ def load_coco_json(
     Polygons with fewer than 3 points are dropped (and an annotation left with none);
     uncompressed RLE is compressed.
 
+    The file is checked first, each problem refused with its count and an example: invalid JSON,
+    missing keys, categories sharing an id, annotations without ``segmentation`` (with
+    ``require_masks``: Mask DINO needs masks), image files missing on disk (with
+    ``check_files``: a cheap existence check, so a wrong folder fails now, not hours into
+    training). Annotations of image ids the json does not list are ignored with a warning.
+
     Returns:
         ``[{file_name, height, width, image_id, annotations: [{bbox (XYWH_ABS), bbox_mode,
         category_id, iscrowd, segmentation, ...}]}]`` sorted by image id.
     """
+    data = read_coco_json(json_file)
+    checked_categories(data["categories"], json_file)
+    check_annotations(data, json_file, require_masks)
+    coco = COCO()
+    coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(json_file)
+        coco.createIndex()
     categories = coco.loadCats(sorted(coco.getCatIds()))
     _CATEGORY_CACHE[json_file] = categories
     id_map = None
@@ -91,6 +111,8 @@ def load_coco_json(
         )
     if dropped:
         logger.warning("Dropped %d annotations of %s without a valid polygon", dropped, json_file)
+    if check_files:
+        check_image_files(records, json_file, image_root)
     logger.info("Loaded %d images in COCO format from %s", len(records), json_file)
     return records
 
@@ -128,7 +150,12 @@ def _convert_annotation(
 
 
 def register_coco_instances(
-    name: str, metadata: dict[str, Any], json_file: str, image_root: str
+    name: str,
+    metadata: dict[str, Any],
+    json_file: str,
+    image_root: str,
+    *,
+    require_masks: bool = True,
 ) -> str:
     """Register a COCO-format instance dataset (your own data) under ``name``.
 
@@ -138,6 +165,8 @@ def register_coco_instances(
             categories (sorted by id) when first needed.
         json_file: path to the COCO instances json.
         image_root: folder that the json's ``file_name`` entries are relative to.
+        require_masks: refuse annotations without ``segmentation`` (False: boxes only; no mask
+            targets or mask AP then).
 
     Returns:
         ``name``, so that a config can register lazily where it names the dataset:
@@ -164,7 +193,7 @@ def register_coco_instances(
     metadata.setdefault("evaluator_type", "coco")
     register_dataset(
         name,
-        lambda: load_coco_json(json_file, image_root, name),
+        lambda: load_coco_json(json_file, image_root, name, require_masks=require_masks),
         {"json_file": json_file, "image_root": image_root, **metadata},
         lazy_metadata=lazy,
     )

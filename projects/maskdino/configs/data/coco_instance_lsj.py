@@ -30,6 +30,8 @@ dataloader.train = L(build_detection_train_loader)(
     ),
     total_batch_size=16,
     num_workers=4,
+    # True: images that cannot be read are skipped with a counted warning instead of stopping
+    skip_unreadable_images=False,
 )
 
 _common_coco = get_config("common/data/coco.py").dataloader
