@@ -26,8 +26,16 @@ __all__ = ["apply_overrides", "ConfigOverrideError"]
 _MAX_LISTED_KEYS = 20
 
 
-class ConfigOverrideError(ValueError):
-    """An override cannot be applied; the message says why and how to fix it."""
+class ConfigOverrideError(KeyError, ValueError):
+    """An override cannot be applied; the message says why and how to fix it.
+
+    A ``KeyError`` as in detectron2 (``except KeyError`` around ``apply_overrides`` keeps
+    working) and a ``ValueError``; ``str()`` is the plain message (``KeyError`` alone would
+    quote it).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def _child(node: Any, part: str) -> Any:
