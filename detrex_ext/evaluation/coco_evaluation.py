@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
-from detrex_ext.data.catalog import DatasetCatalog, MetadataCatalog
+from detrex_ext.data.catalog import MetadataCatalog
 from detrex_ext.data.datasets.coco import convert_to_coco_dict
 from detrex_ext.structures import BitMasks, Boxes, BoxMode, Instances
 from detrex_ext.utils import comm
@@ -197,9 +197,7 @@ class COCOEvaluator(DatasetEvaluator):
                 else:
                     logger.info("Converting %r to COCO format for evaluation", self._dataset_name)
                     coco = COCO()
-                    coco.dataset = convert_to_coco_dict(
-                        DatasetCatalog.get(self._dataset_name), self._metadata
-                    )
+                    coco.dataset = convert_to_coco_dict(self._dataset_name)
                     coco.createIndex()
                     self._coco_api = coco
         return self._coco_api
