@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from detrex_ext.layers import box_xyxy_to_cxcywh
 from detrex_ext.layers.activation_checkpointing import set_activation_checkpointing
 from detrex_ext.modeling.postprocessing import sem_seg_postprocess
-from detrex_ext.structures import BitMasks, ImageList, Instances
+from detrex_ext.structures import BitMasks, ImageList, Instances, masks_to_tensor
 
 from . import inference
 from .checkpoint import adapt_checkpoint_state_dict, describe_layout_mismatch
@@ -159,7 +159,9 @@ class MaskDINO(nn.Module):
             batched_inputs: one dict per image with `image` (uint8 `[3, H, W]`, RGB), optional
                 `height` / `width` (output size, default: the input size) and, in training,
                 `instances` (`gt_classes` int64 `[N]`, `gt_boxes` Boxes xyxy, `gt_masks` bool
-                `[N, H, W]` or BitMasks) or `sem_seg` (long `[H, W]`, 255 = ignore).
+                `[N, H, W]`, or any mask container: BitMasks-like with `.tensor`,
+                PolygonMasks-like with `.polygons`, rasterised) or `sem_seg` (long `[H, W]`,
+                255 = ignore).
 
         Returns:
             training: dict of weighted scalar losses (unweighted keys are dropped).
@@ -201,10 +203,10 @@ class MaskDINO(nn.Module):
                     "`sem_seg` in every dict"
                 )
             self._check_labels(inst.gt_classes)
-            inst = inst.to(self.device)
             h, w = inst.image_size
-            gt_masks = inst.gt_masks
-            gt_masks = gt_masks.tensor if isinstance(gt_masks, BitMasks) else gt_masks
+            # any mask container: ours or detectron2's BitMasks / PolygonMasks, or a tensor
+            gt_masks = masks_to_tensor(inst.gt_masks, h, w).to(self.device)
+            inst = inst.to(self.device)
             padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
             padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
             cx, cy, bw, bh = box_xyxy_to_cxcywh(inst.gt_boxes.tensor).unbind(-1)
