@@ -1,6 +1,6 @@
 """Datasets, catalogs, augmentation, mappers and loaders (detectron2 names)."""
 
-from . import transforms
+from . import dataset_mappers, samplers, transforms
 from .build import (
     build_batch_data_loader,
     build_detection_test_loader,
@@ -78,6 +78,8 @@ __all__ = [
     "register_coco_root",
     "register_sem_seg",
     "register_synthetic_shapes",
+    "dataset_mappers",
+    "samplers",
     "transforms",
     "trivial_batch_collator",
 ]
