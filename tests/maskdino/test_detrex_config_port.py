@@ -65,7 +65,7 @@ def test_only_import_lines_change(ported):
         changed = [(old, new) for old, new in zip(before, after) if old != new]
         # exactly the imports of detectron2, detrex and detrex's model code changed, each to ours
         assert [old for old, _ in changed] == [line for line in before if foreign.match(line)]
-        for old, new in changed:
+        for _, new in changed:
             assert IMPORT_LINE.match(new) and ("detrex_ext" in new or "detrex_projects" in new)
 
 
