@@ -18,6 +18,19 @@ from fvcore.common.history_buffer import HistoryBuffer
 
 __all__ = ["EventStorage", "get_event_storage", "has_event_storage"]
 
+# detectron2 keeps its writers in utils.events; ours live in utils.writers (which imports this
+# module), so these names resolve on first access
+_WRITERS = ("EventWriter", "CommonMetricPrinter", "JSONWriter", "TensorboardXWriter")
+
+
+def __getattr__(name: str):
+    if name in _WRITERS:
+        from . import writers
+
+        return getattr(writers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _CURRENT_STORAGE_STACK: list[EventStorage] = []
 
 
