@@ -273,15 +273,18 @@ class Visualizer(Canvas):
         sem_seg: Any,
         area_threshold: float | None = None,
         alpha: float | None = None,
+        draw_text: bool = True,
+        edge_color: Any = None,
         *,
         min_label_area: float = 0.002,
         unlabeled: Sequence[int] = (),
     ) -> VisImage:
         """Draw a semantic map: labels [H, W] (``ignore_label``/255 skipped) or scores [C, H, W].
 
-        Regions with fewer than ``area_threshold`` pixels are skipped; regions covering at
-        least ``min_label_area`` of the image get their class name, except the classes in
-        ``unlabeled`` (e.g. classes whose instances are labelled separately).
+        Regions with fewer than ``area_threshold`` pixels are skipped; with ``draw_text``,
+        regions covering at least ``min_label_area`` of the image get their class name, except
+        the classes in ``unlabeled`` (e.g. classes whose instances are labelled separately).
+        ``edge_color`` outlines the regions (default: a darker class colour).
         """
         labels = to_numpy(sem_seg)
         if labels.ndim == 3:
@@ -293,8 +296,9 @@ class Visualizer(Canvas):
             if class_id == ignore or mask.sum() < (area_threshold or 0):
                 continue
             color = self.color(int(class_id), is_thing=False)
-            self.draw_mask(mask, color, alpha=alpha)
-            if mask.mean() >= min_label_area and int(class_id) not in unlabeled:
+            edge = None if edge_color is None else color_to_rgb255(edge_color)
+            self.draw_mask(mask, color, alpha=alpha, edge_color=edge)
+            if draw_text and mask.mean() >= min_label_area and int(class_id) not in unlabeled:
                 self.draw_text(region_anchor(mask), self.class_name(int(class_id), False), color)
         return self.output
 

@@ -141,3 +141,15 @@ def test_scale_and_output():
     vis = Visualizer(_image(), scale=0.5)
     assert vis.output.get_image().shape == (H // 2, W // 2, 3)
     assert vis.get_output().scale == 0.5
+
+
+def test_draw_sem_seg_takes_detectron2_arguments():
+    labels = np.full((H, W), 255, dtype=np.uint8)
+    labels[10:30, 10:30] = 2
+    labels[0, 0] = 4  # one pixel: below area_threshold
+    vis = Visualizer(_image())
+    image = vis.draw_sem_seg(labels, 5, 0.8, False, (1.0, 1.0, 1.0)).get_image()
+    assert vis._labels == []  # draw_text=False
+    assert (image[20, 20] == _blend(GRAY, class_color(2), 0.8)).all()
+    assert (image[10, 20] == 255).all()  # the edge colour
+    assert (image[0, 0] == GRAY).all()
