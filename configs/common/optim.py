@@ -1,7 +1,8 @@
 """Optimizers over parameter groups (``detrex_ext.solver.get_default_optimizer_params``).
 
-``optimizer.params.model`` is filled in by the launcher (``cfg.optimizer.params.model = model``)
-before the optimizer is built. Parameter-group rules:
+``optimizer.params.model`` is not in the config (as in detectron2/detrex): the launcher sets it
+(``cfg.optimizer.params.model = model``) before the optimizer is built, so the config saves and
+loads with any LazyConfig implementation. Parameter-group rules:
 
 - ``weight_decay_norm``: weight decay of normalisation layers (0.0 here, as in detrex);
 - ``weight_decay_embed``: weight decay of ``nn.Embedding`` weights (None = the default);
@@ -17,7 +18,6 @@ from detrex_ext.solver import get_default_optimizer_params
 
 SGD = L(torch.optim.SGD)(
     params=L(get_default_optimizer_params)(
-        model="???",
         weight_decay_norm=0.0,
         weight_decay_embed=None,
         zero_weight_decay_names=[],
@@ -30,7 +30,6 @@ SGD = L(torch.optim.SGD)(
 
 AdamW = L(torch.optim.AdamW)(
     params=L(get_default_optimizer_params)(
-        model="???",
         # base_lr is needed for lr_factor_func; it follows optimizer.lr.
         base_lr="${..lr}",
         weight_decay_norm=0.0,

@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 class ConfigOverrideError(KeyError, ValueError):
     """An override cannot be applied; the message says why and how to fix it.
 
-    A ``KeyError`` (as detectron2's override errors are) and a ``ValueError``; ``str()`` is the
-    message itself, without the quotes ``KeyError`` adds.
+    A ``KeyError`` as in detectron2 (``except KeyError`` around ``apply_overrides`` keeps
+    working) and a ``ValueError``; ``str()`` is the plain message (``KeyError`` alone would
+    quote it).
     """
 
     def __str__(self) -> str:

@@ -1,14 +1,15 @@
 """Datasets, catalogs, augmentation, mappers and loaders (detectron2 names)."""
 
-from . import transforms
+from . import dataset_mappers, samplers, transforms
 from .build import (
+    build_batch_data_loader,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
     trivial_batch_collator,
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog, catalog_snapshot
-from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset
+from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper, build_test_augmentation
 from .datasets import (
     register_ade20k_semantic,
@@ -31,7 +32,12 @@ from .mappers import (
     build_lsj_augmentation,
     build_semantic_augmentation,
 )
-from .samplers import InferenceSampler, TrainingSampler
+from .samplers import (
+    GroupedBatchSampler,
+    InferenceSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+)
 
 __all__ = [
     "AspectRatioGroupedDataset",
@@ -42,12 +48,16 @@ __all__ = [
     "DatasetCatalog",
     "DatasetFromList",
     "DatasetMapper",
+    "GroupedBatchSampler",
     "InferenceSampler",
     "MapDataset",
     "MaskFormerSemanticDatasetMapper",
     "Metadata",
     "MetadataCatalog",
+    "RepeatFactorTrainingSampler",
+    "ToIterableDataset",
     "TrainingSampler",
+    "build_batch_data_loader",
     "build_detection_test_loader",
     "build_detection_train_loader",
     "build_lsj_augmentation",
@@ -68,6 +78,8 @@ __all__ = [
     "register_coco_root",
     "register_sem_seg",
     "register_synthetic_shapes",
+    "dataset_mappers",
+    "samplers",
     "transforms",
     "trivial_batch_collator",
 ]

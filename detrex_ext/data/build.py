@@ -17,12 +17,19 @@ from detrex_ext.utils import comm
 from detrex_ext.utils.env import derive_seed
 
 from .catalog import DatasetCatalog, MetadataCatalog
-from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, SampledMapDataset
+from .common import (
+    AspectRatioGroupedDataset,
+    DatasetFromList,
+    MapDataset,
+    SampledMapDataset,
+    ToIterableDataset,
+)
 from .samplers import InferenceSampler, TrainingSampler
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "build_batch_data_loader",
     "build_detection_test_loader",
     "build_detection_train_loader",
     "get_detection_dataset_dicts",
@@ -251,6 +258,88 @@ def build_detection_test_loader(
         num_workers=num_workers,
         collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
     )
+
+
+def build_batch_data_loader(
+    dataset: Any,
+    sampler: torchdata.Sampler | None,
+    total_batch_size: int,
+    *,
+    aspect_ratio_grouping: bool = False,
+    num_workers: int = 0,
+    collate_fn: Callable[[list], Any] | None = None,
+    drop_last: bool = True,
+    single_gpu_batch_size: int | None = None,
+    prefetch_factor: int = 2,
+    persistent_workers: bool = False,
+    pin_memory: bool = False,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """detectron2's batched loader: ``list`` batches (no collation) of a mapped dataset.
+
+    Args:
+        dataset: map-style (then ``sampler`` gives the indices) or iterable (``sampler`` None).
+        sampler: the index stream of a map-style dataset, sharded over workers in chunks of the
+            per-process batch size.
+        total_batch_size: images per iteration over all processes (or give
+            ``single_gpu_batch_size``, the per-process count, instead).
+        aspect_ratio_grouping: batch landscape and portrait images separately (needs
+            ``drop_last``).
+        num_workers, prefetch_factor, persistent_workers, pin_memory, kwargs: ``DataLoader``'s.
+        collate_fn: turns a list of items into a batch (default: keep the list).
+        drop_last: drop an incomplete last batch.
+        seed: seed of the ``DataLoader``'s generator (worker base seeds).
+    """
+    if single_gpu_batch_size:
+        if total_batch_size:
+            raise ValueError("give total_batch_size or single_gpu_batch_size, not both")
+        batch_size = single_gpu_batch_size
+    else:
+        world_size = comm.get_world_size()
+        if total_batch_size <= 0 or total_batch_size % world_size != 0:
+            raise ValueError(
+                f"total_batch_size ({total_batch_size}) must be a positive multiple of the "
+                f"number of processes ({world_size})"
+            )
+        batch_size = total_batch_size // world_size
+    if isinstance(dataset, torchdata.IterableDataset):
+        if sampler is not None:
+            raise ValueError("an IterableDataset takes no sampler (pass sampler=None)")
+    else:
+        if sampler is None:
+            raise ValueError("a map-style dataset needs a sampler")
+        dataset = ToIterableDataset(dataset, sampler, shard_chunk_size=batch_size)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    loader_kwargs = dict(
+        num_workers=num_workers,
+        worker_init_fn=worker_init_reset_seed,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        persistent_workers=persistent_workers,
+        pin_memory=pin_memory,
+        generator=generator,
+        **kwargs,
+    )
+    if aspect_ratio_grouping:
+        if not drop_last:
+            raise ValueError("aspect ratio grouping drops incomplete batches: set drop_last=True")
+        items = torchdata.DataLoader(dataset, collate_fn=_first, **loader_kwargs)
+        grouped = AspectRatioGroupedDataset(items, batch_size)
+        return grouped if collate_fn is None else MapDataset(grouped, collate_fn)
+    return torchdata.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
+        **loader_kwargs,
+    )
+
+
+def _first(batch: list) -> Any:
+    return batch[0]
 
 
 def _identity(x: Any) -> Any:

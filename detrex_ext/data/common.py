@@ -7,13 +7,14 @@ import copy
 import logging
 import pickle
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch.utils import data as torchdata
 
 from detrex_ext.utils.image_io import UnreadableImageError
+from detrex_ext.utils.serialize import PicklableWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ __all__ = [
     "DatasetFromList",
     "MapDataset",
     "SampledMapDataset",
+    "ToIterableDataset",
     "seeded_random_state",
 ]
 
@@ -62,15 +64,29 @@ class DatasetFromList(torchdata.Dataset):
 
 
 class MapDataset(torchdata.Dataset):
-    """``map_func(dataset[i])``; when it returns None (e.g. nothing left after a crop), another
-    random item is tried instead, with a warning after 3 failures in a row.
+    """``map_func`` over the items of ``dataset`` (detectron2's ``MapDataset``).
+
+    A map-style ``dataset`` gives a map-style dataset: when ``map_func`` returns None (e.g.
+    nothing left after a crop) another random item is tried instead, with a warning after 3
+    failures in a row. An ``IterableDataset`` gives an iterable one whose None results are
+    skipped. ``map_func`` may be a lambda or a closure: it is pickled with cloudpickle, so the
+    dataset also works in data-loader workers started with ``spawn``.
     """
+
+    def __new__(cls, dataset: Any, map_func: Callable[[Any], Any]) -> Any:
+        if isinstance(dataset, torchdata.IterableDataset):
+            return _MapIterableDataset(dataset, map_func)
+        return super().__new__(cls)
 
     def __init__(self, dataset: torchdata.Dataset, map_func: Callable[[Any], Any]):
         self._dataset = dataset
-        self._map_func = map_func
+        self._map_func = PicklableWrapper(map_func)
         self._rng = random.Random(42)
         self._fallback_candidates = set(range(len(dataset)))
+
+    def __getnewargs__(self) -> tuple:
+        # pickle calls __new__ with these: it must see the dataset to pick the class
+        return self._dataset, self._map_func
 
     def __len__(self) -> int:
         return len(self._dataset)
@@ -92,6 +108,74 @@ class MapDataset(torchdata.Dataset):
                 logger.warning(
                     "Failed to apply the mapper to item %d after %d retries", idx, retries
                 )
+
+
+class _MapIterableDataset(torchdata.IterableDataset):
+    """``map_func`` over an iterable dataset; items mapped to None are skipped."""
+
+    def __init__(self, dataset: torchdata.IterableDataset, map_func: Callable[[Any], Any]):
+        self._dataset = dataset
+        self._map_func = PicklableWrapper(map_func)
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._dataset:
+            mapped = self._map_func(item)
+            if mapped is not None:
+                yield mapped
+
+
+def _shard_for_worker(iterable: Iterable, chunk_size: int) -> Iterator:
+    """Inside data-loader worker w of n: chunks ``w, w + n, w + 2n, ...`` of ``chunk_size``
+    consecutive items (everything outside workers)."""
+    info = torchdata.get_worker_info()
+    if info is None or info.num_workers == 1:
+        yield from iterable
+        return
+    for k, item in enumerate(iterable):
+        if (k // chunk_size) % info.num_workers == info.id:
+            yield item
+
+
+class ToIterableDataset(torchdata.IterableDataset):
+    """An iterable dataset of ``dataset[i]`` for the indices ``sampler`` yields.
+
+    Args:
+        dataset: a map-style dataset.
+        sampler: yields indices (cheap to iterate: every worker runs its own copy).
+        shard_sampler: split the indices over data-loader workers (False when the sampler is
+            already sharded per worker).
+        shard_chunk_size: workers take turns by chunks of this many consecutive indices, so a
+            loader with ``batch_size=shard_chunk_size`` returns the sampler's order.
+    """
+
+    def __init__(
+        self,
+        dataset: torchdata.Dataset,
+        sampler: torchdata.Sampler,
+        shard_sampler: bool = True,
+        shard_chunk_size: int = 1,
+    ):
+        if isinstance(dataset, torchdata.IterableDataset):
+            raise TypeError("ToIterableDataset needs a map-style dataset (with __getitem__)")
+        if not isinstance(sampler, torchdata.Sampler):
+            raise TypeError(f"sampler must be a torch.utils.data.Sampler, got {type(sampler)}")
+        self.dataset = dataset
+        self.sampler = sampler
+        self.shard_sampler = shard_sampler
+        self.shard_chunk_size = shard_chunk_size
+
+    def __iter__(self) -> Iterator[Any]:
+        indices = self.sampler
+        if self.shard_sampler:
+            indices = _shard_for_worker(self.sampler, self.shard_chunk_size)
+        for index in indices:
+            yield self.dataset[index]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 @contextlib.contextmanager

@@ -29,11 +29,14 @@ from detrex_ext.utils.image_io import (
     read_image,
 )
 
+from .transforms.transform import CropTransform
+
 __all__ = [
     "annotations_to_instances",
     "check_image_size",
     "convert_image_format",
     "filter_empty_instances",
+    "gen_crop_transform_with_instance",
     "id2rgb",
     "load_image",
     "load_pan_seg",
@@ -240,3 +243,37 @@ def polygons_to_dense_masks(
     if len(polygons) == 0:
         return torch.zeros(0, height, width, dtype=torch.bool)
     return torch.from_numpy(np.stack([polygons_to_bitmask(p, height, width) for p in polygons]))
+
+
+def gen_crop_transform_with_instance(
+    crop_size: Sequence[int], image_size: Sequence[int], instance: dict
+) -> CropTransform:
+    """A random ``crop_size`` crop of an ``image_size`` image that contains the centre of the
+    annotation ``instance`` (its ``bbox`` / ``bbox_mode``).
+
+    The crop's top-left corner is uniform over the integer positions that keep it inside the
+    image and keep the box centre ``(cy, cx)`` inside it: ``y0`` in
+    ``[max(floor(cy) - h, 0), min(H - h, ceil(cy))]`` and likewise for ``x0``.
+
+    Args:
+        crop_size: ``(h, w)`` in pixels.
+        image_size: ``(H, W)``.
+        instance: one annotation dict in detectron2's dataset format.
+    """
+    crop_size = np.asarray(crop_size, dtype=np.int32)
+    x0, y0, x1, y1 = BoxMode.convert(
+        list(instance["bbox"]), instance["bbox_mode"], BoxMode.XYXY_ABS
+    )
+    center_yx = np.asarray([(y0 + y1) * 0.5, (x0 + x1) * 0.5])
+    if image_size[0] < center_yx[0] or image_size[1] < center_yx[1]:
+        raise ValueError(
+            f"the annotation box {instance['bbox']} has its centre outside the image {image_size}"
+        )
+    if image_size[0] < crop_size[0] or image_size[1] < crop_size[1]:
+        raise ValueError(f"crop size {tuple(crop_size)} is larger than the image {image_size}")
+    min_yx = np.maximum(np.floor(center_yx).astype(np.int32) - crop_size, 0)
+    max_yx = np.maximum(np.asarray(image_size, dtype=np.int32) - crop_size, 0)
+    max_yx = np.minimum(max_yx, np.ceil(center_yx).astype(np.int32))
+    top = int(np.random.randint(min_yx[0], max_yx[0] + 1))
+    left = int(np.random.randint(min_yx[1], max_yx[1] + 1))
+    return CropTransform(left, top, int(crop_size[1]), int(crop_size[0]))

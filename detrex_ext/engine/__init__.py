@@ -1,7 +1,8 @@
 """Launcher, trainer and hooks (detectron2/detrex engine names).
 
 ``tools/train_net.py`` is a thin command line over ``runner.main``; library users can assemble
-their own loop from ``Trainer``, the hooks and ``DetectionCheckpointer``.
+their own loop from ``Trainer`` (or detectron2's ``SimpleTrainer`` / ``AMPTrainer``), the hooks and
+``DetectionCheckpointer``.
 """
 
 from . import hooks
@@ -9,6 +10,7 @@ from .arguments import default_argument_parser
 from .ddp import create_ddp_model, unwrap_model
 from .defaults import default_setup, default_writers
 from .launch import launch
+from .simple_trainer import AMPTrainer, SimpleTrainer
 from .train_loop import HookBase, Trainer, TrainerBase
 
 __all__ = [
@@ -22,4 +24,6 @@ __all__ = [
     "HookBase",
     "TrainerBase",
     "Trainer",
+    "SimpleTrainer",
+    "AMPTrainer",
 ]

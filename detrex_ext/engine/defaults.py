@@ -27,7 +27,10 @@ from detrex_ext.utils.writers import (
     WandbWriter,
 )
 
+from .ddp import create_ddp_model
+
 __all__ = [
+    "create_ddp_model",  # detectron2's location (defined in .ddp)
     "default_setup",
     "default_writers",
     "resolve_device",

@@ -8,6 +8,7 @@ Iteration ``i`` is 0-based; every hook acts in ``after_step`` on ``(i + 1) % per
 - ``EvalHook``: evaluates every ``eval_period`` (not on the last iteration) and after training.
 - ``PeriodicWriter``: writes every ``period``, on the last iteration and once after training.
 
+``BestCheckpointer`` (``best_checkpointer``) saves the best weights by an evaluation metric.
 The EMA hook lives in ``detrex_ext.engine.ema``.
 """
 
@@ -28,9 +29,11 @@ from fvcore.common.timer import Timer
 from detrex_ext.utils import comm
 from detrex_ext.utils.writers import EventWriter
 
+from .best_checkpointer import BestCheckpointer
 from .train_loop import HookBase
 
 __all__ = [
+    "BestCheckpointer",
     "CallbackHook",
     "IterationTimer",
     "LRScheduler",

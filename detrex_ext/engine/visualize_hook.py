@@ -105,10 +105,12 @@ def _prediction_panels(
         )
     if "panoptic_seg" in output:
         ids, segments_info = output["panoptic_seg"]
-        vis = Visualizer(image, metadata).draw_panoptic_seg(ids.cpu(), segments_info)
+        vis = Visualizer(image, metadata)
+        vis.draw_panoptic_seg(ids.cpu(), segments_info)
         panels.append(("panoptic", vis.get_image()))
     elif "sem_seg" in output:
-        vis = Visualizer(image, metadata).draw_sem_seg(output["sem_seg"].argmax(0).cpu())
+        vis = Visualizer(image, metadata)
+        vis.draw_sem_seg(output["sem_seg"].argmax(0).cpu())
         panels.append(("semantic", vis.get_image()))
     return panels
 

@@ -17,9 +17,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
-from detrex_ext.data.catalog import DatasetCatalog, MetadataCatalog
+from detrex_ext.data.catalog import MetadataCatalog
 from detrex_ext.data.datasets.coco import convert_to_coco_dict
-from detrex_ext.structures import BitMasks, Boxes, BoxMode, Instances
+from detrex_ext.structures import BitMasks, BoxMode, Instances, masks_to_tensor
 from detrex_ext.utils import comm
 
 from .evaluator import DatasetEvaluator
@@ -42,11 +42,12 @@ def instances_to_coco_json(instances: Instances, image_id: int) -> list[dict[str
     masks = None
     if has_mask:
         masks = instances.pred_masks
-        masks = masks.tensor if isinstance(masks, BitMasks) else masks
+        if hasattr(masks, "tensor") or hasattr(masks, "polygons"):  # any mask container
+            masks = masks_to_tensor(masks, *instances.image_size)
         masks = masks > 0.5 if masks.is_floating_point() else masks.bool()
     if instances.has("pred_boxes"):
         boxes = instances.pred_boxes
-        boxes = boxes.tensor if isinstance(boxes, Boxes) else boxes
+        boxes = getattr(boxes, "tensor", boxes)  # Boxes-like or a tensor
     elif masks is not None:
         boxes = BitMasks(masks).get_bounding_boxes().tensor
     else:
@@ -215,9 +216,7 @@ class COCOEvaluator(DatasetEvaluator):
                 else:
                     logger.info("Converting %r to COCO format for evaluation", self._dataset_name)
                     coco = COCO()
-                    coco.dataset = convert_to_coco_dict(
-                        DatasetCatalog.get(self._dataset_name), self._metadata
-                    )
+                    coco.dataset = convert_to_coco_dict(self._dataset_name)
                     coco.createIndex()
                     self._coco_api = coco
         return self._coco_api

@@ -1,5 +1,6 @@
 """Reusable layers for DETR-family models (deformable attention, embeddings, box ops)."""
 
+from .attention import MultiheadAttention
 from .batch_norm import FrozenBatchNorm2d, LayerNorm2d, get_norm
 from .box_ops import (
     box_cxcywh_to_xyxy,
@@ -11,7 +12,8 @@ from .box_ops import (
     paired_generalized_box_iou,
 )
 from .denoising import DenoisingQueries, DenoisingQueryGenerator, denoising_attention_mask
-from .mlp import MLP
+from .losses import ciou_loss, diou_loss
+from .mlp import FFN, MLP
 from .multi_scale_deform_attn import MultiScaleDeformableAttention
 from .multi_scale_deform_attn_op import (
     get_msda_backend,
@@ -24,26 +26,39 @@ from .point_features import (
     get_uncertain_point_coords_with_randomness,
     point_sample,
 )
-from .position_embedding import PositionEmbeddingSine, box_sine_embedding, get_sine_pos_embed
+from .position_embedding import (
+    PositionEmbeddingLearned,
+    PositionEmbeddingSine,
+    box_sine_embedding,
+    get_sine_pos_embed,
+)
 from .shape_spec import ShapeSpec
+from .transformer import BaseTransformerLayer, TransformerLayerSequence
 from .wrappers import Conv2d
 
 __all__ = [
+    "FFN",
     "MLP",
+    "BaseTransformerLayer",
     "Conv2d",
     "DenoisingQueries",
     "DenoisingQueryGenerator",
     "FrozenBatchNorm2d",
     "LayerNorm2d",
     "MultiScaleDeformableAttention",
+    "MultiheadAttention",
+    "PositionEmbeddingLearned",
     "PositionEmbeddingSine",
     "ShapeSpec",
+    "TransformerLayerSequence",
     "box_cxcywh_to_xyxy",
     "box_iou",
     "box_sine_embedding",
     "box_xyxy_to_cxcywh",
     "calculate_uncertainty",
+    "ciou_loss",
     "denoising_attention_mask",
+    "diou_loss",
     "generalized_box_iou",
     "get_sine_pos_embed",
     "get_uncertain_point_coords_with_randomness",

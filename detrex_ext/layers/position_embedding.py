@@ -1,4 +1,5 @@
-"""Sine position embeddings: for feature maps (DETR) and for points / boxes (DAB/DINO decoders)."""
+"""Position embeddings: sine and learned ones of feature maps (detrex's, computed from a padding
+mask), and the sine embedding of points / boxes (DAB/DINO decoders)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["PositionEmbeddingSine", "box_sine_embedding", "get_sine_pos_embed"]
+__all__ = [
+    "PositionEmbeddingLearned",
+    "PositionEmbeddingSine",
+    "box_sine_embedding",
+    "get_sine_pos_embed",
+]
 
 
 def _sine_cosine_interleaved(positions: torch.Tensor, dim_t: torch.Tensor) -> torch.Tensor:
@@ -23,60 +29,59 @@ def _frequencies(num_pos_feats: int, temperature: float, device: torch.device) -
 
 
 class PositionEmbeddingSine(nn.Module):
-    """The 2-d sine embedding of DETR / Mask2Former for a ``[B, C, H, W]`` feature map.
+    """detrex's 2-d sine embedding (DETR) of the valid pixels of a padding mask.
 
-    For pixel row i and column j (counting only unpadded pixels), ``y = i + 1 + offset`` and
-    ``x = j + 1 + offset``; with ``normalize`` they are divided by the count of valid rows /
-    columns (+ eps) and multiplied by ``scale``. Channel k of each half is ``sin(y / t_k)`` for even
-    k and ``cos(y / t_k)`` for odd k, with ``t_k = temperature ** (2 * floor(k/2) / num_pos_feats)``.
+    For pixel row i and column j (counting only unpadded pixels), ``y = i + 1`` and ``x = j + 1``;
+    with ``normalize`` they become ``(y + offset) / (valid rows + eps) * scale`` (likewise x).
+    Channel k of each half is ``sin(y / t_k)`` for even k and ``cos(y / t_k)`` for odd k, with
+    ``t_k = temperature ** (2 * floor(k/2) / num_pos_feats)``. Mask DINO's pixel decoder uses
+    Mask2Former's ``(x, mask)`` variant in ``detrex_projects.maskdino``.
 
     Args:
         num_pos_feats: channels per axis; the output has ``2 * num_pos_feats`` channels.
         temperature: frequency base.
-        normalize: divide positions by the map's valid extent so they lie in (0, scale].
-        scale: multiplier after normalisation (2*pi by default).
+        scale: multiplier after normalisation (used only with ``normalize``).
         eps: added to the extent before dividing.
         offset: added to the 1-based positions before normalising.
+        normalize: divide positions by the map's valid extent so they lie in (0, scale].
     """
 
     def __init__(
         self,
-        num_pos_feats: int = 128,
+        num_pos_feats: int = 64,
         temperature: float = 10000,
-        normalize: bool = True,
-        scale: float | None = None,
+        scale: float = 2 * math.pi,
         eps: float = 1e-6,
         offset: float = 0.0,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
-        if scale is not None and not normalize:
-            raise ValueError("scale is only used with normalize=True; pass normalize=True")
+        if normalize and not isinstance(scale, (int, float)):
+            raise ValueError(f"normalize=True needs a number as scale, got {scale!r}")
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
         self.normalize = normalize
-        self.scale = 2 * math.pi if scale is None else scale
+        self.scale = scale
         self.eps = eps
         self.offset = offset
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Embed the pixel positions of ``x``.
+    def forward(self, mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Embed the pixel positions of a padding mask.
 
         Args:
-            x: ``[B, C, H, W]``; only its batch size, spatial size and device are used.
-            mask: ``[B, H, W]`` bool, True at padded pixels, or ``None`` (no padding).
+            mask: ``[B, H, W]`` bool, True (nonzero) at padded pixels.
+            kwargs: ignored (detrex's call convention).
 
         Returns:
             ``[B, 2 * num_pos_feats, H, W]`` fp32: the y-embedding channels, then the x ones.
         """
-        if mask is None:
-            mask = torch.zeros((x.size(0), x.size(2), x.size(3)), device=x.device, dtype=torch.bool)
-        not_mask = ~mask
+        not_mask = ~mask.bool()
         y_embed = not_mask.cumsum(1, dtype=torch.float32)
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
-        dim_t = _frequencies(self.num_pos_feats, self.temperature, x.device)
+        dim_t = _frequencies(self.num_pos_feats, self.temperature, mask.device)
         pos_x = _sine_cosine_interleaved(x_embed[..., None], dim_t)
         pos_y = _sine_cosine_interleaved(y_embed[..., None], dim_t)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
@@ -86,6 +91,45 @@ class PositionEmbeddingSine(nn.Module):
             f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
             f"normalize={self.normalize}, scale={self.scale}"
         )
+
+
+class PositionEmbeddingLearned(nn.Module):
+    """A learned 2-d embedding: one table per axis, concatenated (column part first).
+
+    Args:
+        num_pos_feats: channels per axis; the output has ``2 * num_pos_feats`` channels.
+        row_num_embed: rows the table covers (maps may have at most this many rows).
+        col_num_embed: columns the table covers.
+    """
+
+    def __init__(
+        self, num_pos_feats: int = 256, row_num_embed: int = 50, col_num_embed: int = 50
+    ) -> None:
+        super().__init__()
+        self.row_embed = nn.Embedding(row_num_embed, num_pos_feats)
+        self.col_embed = nn.Embedding(col_num_embed, num_pos_feats)
+        self.num_pos_feats = num_pos_feats
+        self.row_num_embed = row_num_embed
+        self.col_num_embed = col_num_embed
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.row_embed.weight)
+        nn.init.uniform_(self.col_embed.weight)
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` ``[B, H, W]`` (only its shape is used) -> ``[B, 2 * num_pos_feats, H, W]``:
+        channels ``[:F]`` are ``col_embed[j]`` and ``[F:]`` are ``row_embed[i]`` at pixel (i, j)."""
+        batch, h, w = mask.shape
+        if h > self.row_num_embed or w > self.col_num_embed:
+            raise ValueError(
+                f"a {h}x{w} map needs row_num_embed >= {h} and col_num_embed >= {w} "
+                f"(have {self.row_num_embed}, {self.col_num_embed})"
+            )
+        x_emb = self.col_embed(torch.arange(w, device=mask.device))  # [W, F]
+        y_emb = self.row_embed(torch.arange(h, device=mask.device))  # [H, F]
+        pos = torch.cat([x_emb[None].expand(h, w, -1), y_emb[:, None].expand(h, w, -1)], dim=-1)
+        return pos.permute(2, 0, 1)[None].expand(batch, -1, -1, -1)
 
 
 def get_sine_pos_embed(

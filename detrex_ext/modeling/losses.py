@@ -1,4 +1,6 @@
-"""Set-prediction losses of DETR-family models, normalised by the number of objects.
+"""Set-prediction losses of DETR-family models, normalised by the number of objects; and detrex's
+loss modules (``FocalLoss``, ``CrossEntropyLoss``, ``L1Loss``, ``GIoULoss``, from
+``weighted_losses``).
 
 ``num_objects`` / ``num_boxes`` / ``num_masks`` is a float, usually ``reduce_num_objects(n)``: the
 ground-truth count of the local batch summed over all processes and divided by the world size.
@@ -20,7 +22,13 @@ from detrex_ext.layers import (
 )
 from detrex_ext.utils import comm
 
+from .weighted_losses import CrossEntropyLoss, FocalLoss, GIoULoss, L1Loss, weight_reduce_loss
+
 __all__ = [
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "GIoULoss",
+    "L1Loss",
     "dice_loss",
     "giou_loss",
     "l1_box_loss",
@@ -28,6 +36,7 @@ __all__ = [
     "reduce_num_objects",
     "sigmoid_ce_loss",
     "sigmoid_focal_loss",
+    "weight_reduce_loss",
 ]
 
 

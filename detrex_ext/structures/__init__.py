@@ -10,7 +10,7 @@ from .boxes import (
 )
 from .image_list import ImageList
 from .instances import Instances
-from .masks import BitMasks, PolygonMasks, polygon_area, polygons_to_bitmask
+from .masks import BitMasks, PolygonMasks, masks_to_tensor, polygon_area, polygons_to_bitmask
 
 __all__ = [
     "BitMasks",
@@ -19,6 +19,7 @@ __all__ = [
     "ImageList",
     "Instances",
     "PolygonMasks",
+    "masks_to_tensor",
     "matched_pairwise_iou",
     "pairwise_intersection",
     "pairwise_ioa",

@@ -1,4 +1,6 @@
-"""Instance masks: dense ``BitMasks`` and COCO-style ``PolygonMasks``."""
+"""Instance masks: dense ``BitMasks`` and COCO-style ``PolygonMasks``, and ``masks_to_tensor``,
+which reads any mask container (ours, detectron2's, or anything with ``.tensor`` /
+``.polygons``) as a dense tensor."""
 
 from __future__ import annotations
 
@@ -30,6 +32,31 @@ def polygons_to_bitmask(polygons: Sequence[np.ndarray], height: int, width: int)
         return np.zeros((height, width), dtype=bool)
     rles = mask_util.frPyObjects([np.asarray(p, dtype=np.float64) for p in polygons], height, width)
     return mask_util.decode([mask_util.merge(rles)])[:, :, 0].astype(bool)
+
+
+def masks_to_tensor(masks: Any, height: int, width: int) -> torch.Tensor:
+    """Instance masks as a bool tensor ``[N, height, width]``, duck-typed.
+
+    Accepts anything with ``.tensor`` (``BitMasks``, detectron2's ``BitMasks``), anything with
+    ``.polygons`` (``PolygonMasks``, detectron2's ``PolygonMasks``: rasterised at
+    ``(height, width)``), a tensor or a numpy array (probabilities are not thresholded here:
+    non-zero is True).
+    """
+    if hasattr(masks, "tensor"):
+        masks = masks.tensor
+    elif hasattr(masks, "polygons"):
+        dense = [polygons_to_bitmask(p, height, width) for p in masks.polygons]
+        if not dense:
+            return torch.zeros(0, height, width, dtype=torch.bool)
+        return torch.from_numpy(np.stack(dense))
+    if isinstance(masks, np.ndarray):
+        masks = torch.from_numpy(np.ascontiguousarray(masks))
+    if not isinstance(masks, torch.Tensor) or masks.dim() != 3:
+        raise TypeError(
+            "expected instance masks: a [N, H, W] tensor/array or an object with .tensor "
+            f"(BitMasks) or .polygons (PolygonMasks), got {type(masks).__name__}"
+        )
+    return masks.bool()
 
 
 class BitMasks:
@@ -84,9 +111,7 @@ class BitMasks:
         polygon_masks: PolygonMasks | list[list[np.ndarray]], height: int, width: int
     ) -> BitMasks:
         """Rasterise polygons into a ``[N, height, width]`` BitMasks."""
-        polygons = (
-            polygon_masks.polygons if isinstance(polygon_masks, PolygonMasks) else polygon_masks
-        )
+        polygons = getattr(polygon_masks, "polygons", polygon_masks)
         masks = [polygons_to_bitmask(p, height, width) for p in polygons]
         if not masks:
             return BitMasks(torch.zeros(0, height, width, dtype=torch.bool))

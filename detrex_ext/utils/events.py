@@ -16,7 +16,20 @@ from typing import Any
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
 
-__all__ = ["EventStorage", "get_event_storage"]
+__all__ = ["EventStorage", "get_event_storage", "has_event_storage"]
+
+# detectron2 keeps its writers in utils.events; ours live in utils.writers (which imports this
+# module), so these names resolve on first access
+_WRITERS = ("EventWriter", "CommonMetricPrinter", "JSONWriter", "TensorboardXWriter")
+
+
+def __getattr__(name: str):
+    if name in _WRITERS:
+        from . import writers
+
+        return getattr(writers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _CURRENT_STORAGE_STACK: list[EventStorage] = []
 
@@ -33,6 +46,11 @@ def get_event_storage() -> EventStorage:
             "(the trainer opens one around training)."
         )
     return _CURRENT_STORAGE_STACK[-1]
+
+
+def has_event_storage() -> bool:
+    """Whether an ``EventStorage`` is in use (``get_event_storage()`` would succeed)."""
+    return bool(_CURRENT_STORAGE_STACK)
 
 
 class EventStorage:
@@ -104,14 +122,29 @@ class EventStorage:
         return dict(self._latest_scalars)
 
     def latest_with_smoothing_hint(self, window_size: int = 20) -> dict[str, tuple[float, int]]:
-        """Like ``latest`` but smoothed metrics give the median of their last ``window_size``
-        values."""
+        """Like ``latest`` but smoothed metrics give the median of the values recorded in their
+        last ``window_size`` iterations (``count_samples``), so a scalar put every k-th
+        iteration is smoothed over ``window_size / k`` values, not over ``window_size``."""
         result = {}
         for name, (value, itr) in self._latest_scalars.items():
             if self._smoothing_hints[name]:
-                value = self._history[name].median(window_size)
+                value = self._history[name].median(self.count_samples(name, window_size))
             result[name] = (value, itr)
         return result
+
+    def count_samples(self, name: str, window_size: int = 20) -> int:
+        """How many values of ``name`` were recorded in the ``window_size`` iterations ending at
+        its latest one (iterations ``> latest - window_size``)."""
+        values = self._history[name].values() if name in self._history else []
+        if not values:
+            return 0
+        last_iter = values[-1][1]
+        count = 0
+        for _, itr in reversed(values):
+            if itr <= last_iter - window_size:
+                break
+            count += 1
+        return count
 
     def smoothing_hints(self) -> dict[str, bool]:
         return dict(self._smoothing_hints)
@@ -137,6 +170,15 @@ class EventStorage:
                 buffer.update(value, itr)
             self._history[name] = buffer
             self._smoothing_hints.setdefault(name, True)
+
+    def step(self) -> None:
+        """Advance ``iter`` by one (for loops that do not set ``storage.iter`` themselves)."""
+        self._iter += 1
+
+    @property
+    def iteration(self) -> int:
+        """Alias of ``iter`` (detectron2's older name)."""
+        return self._iter
 
     @property
     def iter(self) -> int:

@@ -61,7 +61,8 @@ def new_scalars_since(written: dict[str, int], window_size: int) -> dict[int, di
 
 
 class CommonMetricPrinter(EventWriter):
-    """Log one line per call: ETA, iteration, losses, timings, learning rate, peak GPU memory.
+    """Log one line per call: ETA, iteration, losses, ``[metric]`` scalars, timings, learning
+    rate, peak GPU memory.
 
     Args:
         max_iter: training length, for the ETA.
@@ -108,14 +109,12 @@ class CommonMetricPrinter(EventWriter):
         histories = storage.histories()
 
         def windowed(name: str, how: str = "avg") -> float | None:
+            # over the values recorded in the last window_size iterations (sparse scalars too)
             if name not in histories:
                 return None
             buffer = histories[name]
-            return (
-                buffer.median(self._window_size)
-                if how == "median"
-                else buffer.avg(self._window_size)
-            )
+            count = storage.count_samples(name, self._window_size)
+            return buffer.median(count) if how == "median" else buffer.avg(count)
 
         eta = self._eta_seconds(iteration)
         parts = []
@@ -125,6 +124,9 @@ class CommonMetricPrinter(EventWriter):
         latest = storage.latest()
         for name in sorted(histories):
             if "loss" in name and latest[name][1] == iteration:
+                parts.append(f"{name}: {windowed(name, 'median'):.4g}")
+        for name in sorted(histories):
+            if "[metric]" in name:
                 parts.append(f"{name}: {windowed(name, 'median'):.4g}")
         if "grad_norm" in histories:
             parts.append(f"grad_norm: {windowed('grad_norm', 'median'):.4g}")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from detrex_ext.config import ConfigOverrideError, L, LazyConfig
 
@@ -182,3 +182,13 @@ def test_command_line_session_prints_a_suggestion():
         "config key 'train.max_iters'. Did you mean: 'train.max_iter'? (to add a new key, write "
         "'+train.max_iters=10')"
     )
+
+
+def test_override_error_is_a_key_error_with_a_readable_message():
+    """detectron2 raises KeyError for a bad key: ``except KeyError`` keeps working, and the
+    message is not wrapped in quotes the way ``str(KeyError("..."))`` would be."""
+    cfg = LazyConfig.apply_overrides(OmegaConf.create({"train": {"max_iter": 1}}), [])
+    with pytest.raises(KeyError) as e:
+        LazyConfig.apply_overrides(cfg, ["train.max_iters=10"])
+    assert isinstance(e.value, ValueError) and isinstance(e.value, ConfigOverrideError)
+    assert str(e.value).startswith("override 'train.max_iters=10': unknown config key")

@@ -152,6 +152,10 @@ def test_synthetic_dicts_convert_to_coco_format():
     assert first["id"] == 1 and first["area"] == records[0]["annotations"][0]["area"]
     x0, y0, x1, y1 = records[0]["annotations"][0]["bbox"]
     assert first["bbox"] == [x0, y0, x1 - x0, y1 - y0]
+    # detectron2's signature: a registered dataset name
+    assert convert_to_coco_dict("syn_c") == coco
+    with pytest.raises(TypeError, match="needs the metadata"):
+        convert_to_coco_dict(records)
 
 
 def test_coco_mini_counts(coco_mini_root):

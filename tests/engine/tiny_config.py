@@ -40,7 +40,7 @@ train.clip_grad = dict(enabled=True, params=dict(max_norm=1.0, norm_type=2))
 model = L(TinyRegressor)(hidden=16, dropout=0.1, step_sleep=0.0)
 
 optimizer = L(torch.optim.AdamW)(
-    params=L(get_default_optimizer_params)(model="???", weight_decay_norm=0.0),
+    params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
     lr=0.02,
     betas=(0.9, 0.999),
     weight_decay=0.01,

@@ -136,3 +136,46 @@ def test_resnet_class_requires_4d_input():
     assert isinstance(model, ResNet)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         model(torch.randn(3, 32, 32))
+
+
+def test_make_default_stages_builds_detrex_resnet50():
+    """detrex's config form: ResNet(stem=BasicStem(...), stages=ResNet.make_default_stages(50,
+    ...)). Same parameters as torchvision's ResNet-50 convolutions (no fc, frozen norms)."""
+    from detrex_ext.modeling.backbone import BasicStem, BottleneckBlock
+
+    model = ResNet(
+        stem=BasicStem(in_channels=3, out_channels=64, norm="FrozenBN"),
+        stages=ResNet.make_default_stages(depth=50, stride_in_1x1=False, norm="FrozenBN"),
+        out_features=["res2", "res3", "res4", "res5"],
+        freeze_at=1,
+    )
+    reference = torchvision.models.resnet50()
+    convs = [p for n, p in reference.named_parameters() if "conv" in n or "downsample.0" in n]
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in convs)
+    assert not any(p.requires_grad for p in model.stem.parameters())  # freeze_at=1: the stem
+    assert all(p.requires_grad for p in model.res2.parameters())
+    outputs = model(torch.zeros(1, 3, 64, 64))
+    assert {k: tuple(v.shape[1:]) for k, v in outputs.items()} == {
+        "res2": (256, 16, 16),
+        "res3": (512, 8, 8),
+        "res4": (1024, 4, 4),
+        "res5": (2048, 2, 2),
+    }
+    stage = model.res3
+    assert isinstance(stage[0], BottleneckBlock) and stage[0].conv2.stride == (2, 2)
+    assert stage[0].conv1.out_channels == 128  # bottleneck width = out_channels / 4
+
+
+def test_make_default_stages_depth_18_and_per_block_keywords():
+    from detrex_ext.modeling.backbone import BasicBlock
+
+    stages = ResNet.make_default_stages(18, norm="BN")
+    assert [len(s) for s in stages] == [2, 2, 2, 2]
+    assert all(isinstance(b, BasicBlock) for s in stages for b in s)
+    assert [s[-1].out_channels for s in stages] == [64, 128, 256, 512]
+    blocks = ResNet.make_stage(
+        BasicBlock, 3, in_channels=8, out_channels=16, stride_per_block=[1, 2, 1], norm="BN"
+    )
+    assert [b.stride for b in blocks] == [1, 2, 1]
+    with pytest.raises(ValueError, match="stride_per_block has 2 values for 3 blocks"):
+        ResNet.make_stage(BasicBlock, 3, in_channels=8, out_channels=16, stride_per_block=[1, 2])

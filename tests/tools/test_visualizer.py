@@ -48,7 +48,7 @@ def test_boxes_and_labels_are_drawn_in_the_class_colour():
     instances = Instances((H, W), pred_boxes=boxes, pred_classes=torch.tensor([1]))
     instances.scores = torch.tensor([0.75])
     metadata = {"thing_classes": ["cat", "dog"], "thing_colors": [(0, 0, 255), (255, 0, 0)]}
-    drawn = Visualizer(_gray_image(), metadata).draw_instances(instances).get_output()
+    drawn = Visualizer(_gray_image(), metadata).draw_instances(instances).get_output().get_image()
     assert (drawn[40, 5] == (255, 0, 0)).all() and (drawn[55, 40] == (255, 0, 0)).all()
     assert (drawn[40, 40] == GRAY).all()  # inside the box, below the label: untouched
     label_area = drawn[20:30, 5:40]
@@ -70,14 +70,14 @@ def test_sem_seg_labels_and_scores_skip_ignored_pixels():
     labels = np.full((H, W), 255, dtype=np.int64)
     labels[:, :30] = 0
     labels[:, 30:60] = 4
-    drawn = Visualizer(_gray_image()).draw_sem_seg(labels, min_label_area=1.1).get_output()
+    drawn = Visualizer(_gray_image()).draw_sem_seg(labels, min_label_area=1.1).get_image()
     assert (drawn[5:55, 1:29] == _blend(class_color(0))).all()
     assert (drawn[5:55, 31:59] == _blend(class_color(4))).all()
     assert (drawn[:, 60:] == GRAY).all()
 
     scores = torch.zeros(5, H, W)
     scores[2, :, :40] = 1.0  # argmax 0 elsewhere
-    drawn = Visualizer(_gray_image()).draw_sem_seg(scores, min_label_area=1.1).get_output()
+    drawn = Visualizer(_gray_image()).draw_sem_seg(scores, min_label_area=1.1).get_image()
     assert (drawn[5:55, 1:39] == _blend(class_color(2))).all()
     assert (drawn[5:55, 41:79] == _blend(class_color(0))).all()
 
@@ -90,7 +90,12 @@ def test_panoptic_segments_share_their_category_colour_and_void_is_untouched():
         {"id": 1, "category_id": 6, "isthing": True},
         {"id": 2, "category_id": 6, "isthing": True},
     ]
-    out = Visualizer(_gray_image()).draw_outputs({"panoptic_seg": (ids, segments)}).get_output()
+    out = (
+        Visualizer(_gray_image())
+        .draw_outputs({"panoptic_seg": (ids, segments)})
+        .get_output()
+        .get_image()
+    )
     assert (out[:25, 40:] == GRAY).all() and (out[50:, 40:] == GRAY).all()  # labels at mid-height
     assert (out[10, 5] == _blend(class_color(6))).all() and (out[10, 25] == out[10, 5]).all()
 
@@ -98,7 +103,7 @@ def test_panoptic_segments_share_their_category_colour_and_void_is_untouched():
 def test_ground_truth_polygons_and_wrong_mask_size():
     polygons = PolygonMasks([[np.array([10.0, 10.0, 40.0, 10.0, 40.0, 40.0, 10.0, 40.0])]])
     record = {"instances": Instances((H, W), gt_masks=polygons, gt_classes=torch.tensor([2]))}
-    out = Visualizer(_gray_image()).draw_dataset_dict(record).get_output()
+    out = Visualizer(_gray_image()).draw_dataset_dict(record).get_image()
     assert (out[15, 15] == _blend(class_color(2))).all()  # the label sits at the centre
     assert (out[50, 70] == GRAY).all()
     with pytest.raises(ValueError, match="does not match the image"):
@@ -107,6 +112,6 @@ def test_ground_truth_polygons_and_wrong_mask_size():
 
 def test_accepts_pil_and_chw_tensor_images():
     chw = torch.full((3, H, W), GRAY, dtype=torch.uint8)
-    assert Visualizer(chw).get_output().shape == (H, W, 3)
+    assert Visualizer(chw).get_output().get_image().shape == (H, W, 3)
     pil = Image.new("L", (W, H), GRAY)
-    assert (Visualizer(pil).get_output() == GRAY).all()
+    assert (Visualizer(pil).get_output().get_image() == GRAY).all()

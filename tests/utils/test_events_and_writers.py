@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detrex_ext.utils.events import EventStorage, get_event_storage
+from detrex_ext.utils.events import EventStorage, get_event_storage, has_event_storage
 from detrex_ext.utils.writers import (
     CommonMetricPrinter,
     JSONWriter,
@@ -121,6 +121,48 @@ def test_console_line_has_eta_losses_and_lr(caplog) -> None:
     assert "eta: 0:00:45" in line and "iter: 9" in line
     assert "total_loss: 0.1" in line and "loss_cls: 0.5" in line and "lr: 0.01" in line
     assert "time: 0.5000" in line and "data_time: 0.1000" in line
+
+
+def test_sparse_scalars_are_smoothed_over_iterations_not_values(tmp_path: Path) -> None:
+    """detectron2's rule: a scalar put every 10th iteration, with window 20, is the median of the
+    values of the last 20 iterations (2 values), not of its last 20 values."""
+    path = tmp_path / "metrics.json"
+    with EventStorage() as storage:
+        writer = JSONWriter(str(path), window_size=20)
+        for i in range(0, 101, 10):  # values 0, 1, ..., 10 at iterations 0, 10, ..., 100
+            storage.iter = i
+            storage.put_scalar("loss_sparse", float(i // 10))
+        assert storage.count_samples("loss_sparse", 20) == 2  # iterations 90 and 100
+        assert storage.count_samples("loss_sparse", 21) == 3  # 80 > 100 - 21
+        assert storage.count_samples("never_put") == 0
+        assert storage.latest_with_smoothing_hint(20)["loss_sparse"] == (9.5, 100)
+        writer.write()
+        writer.close()
+    assert json.loads(path.read_text()) == {"iteration": 100, "loss_sparse": 9.5}
+
+
+def test_storage_step_iteration_and_has_event_storage() -> None:
+    assert not has_event_storage()
+    with EventStorage(start_iter=7) as storage:
+        assert has_event_storage()
+        storage.put_scalar("a", 1.0)
+        storage.step()
+        storage.put_scalar("a", 2.0)
+        assert storage.iter == storage.iteration == 8
+        assert storage.history("a").values() == [(1.0, 7), (2.0, 8)]
+    assert not has_event_storage()
+
+
+def test_console_line_prints_metric_scalars(caplog) -> None:
+    """Scalars named ``[metric]...`` are printed (smoothed) next to the losses, as detectron2."""
+    with EventStorage() as storage:
+        printer = CommonMetricPrinter(max_iter=100, window_size=2)
+        for i, value in enumerate([1.0, 5.0, 3.0]):
+            storage.iter = i
+            storage.put_scalars(total_loss=1.0, **{"[metric]acc": value})
+        with caplog.at_level(logging.INFO, logger="detrex_ext.utils.writers"):
+            printer.write()
+    assert "[metric]acc: 4" in caplog.records[-1].getMessage()  # median of 5 and 3
 
 
 def test_tensorboard_events_read_back(tmp_path: Path) -> None:

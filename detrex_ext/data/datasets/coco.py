@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 
 from detrex_ext.structures import BoxMode
 
-from ..catalog import MetadataCatalog, register_dataset
+from ..catalog import DatasetCatalog, MetadataCatalog, register_dataset
 from ..detection_utils import load_pan_seg
 from .builtin_meta import contiguous_id_map, palette
 from .coco_checks import (
@@ -206,14 +206,30 @@ def _is_builtin(name: str) -> bool:
     return is_builtin_dataset(name)
 
 
-def convert_to_coco_dict(dataset_dicts: list[dict], metadata: Any) -> dict[str, Any]:
-    """Turn dataset dicts (contiguous category ids) back into a COCO json dict.
+def convert_to_coco_dict(
+    dataset_name: str | list[dict], metadata: Any | None = None
+) -> dict[str, Any]:
+    """A registered dataset (contiguous category ids) as a COCO json dict.
 
     Used to evaluate datasets that have no json file (e.g. generated data). Records of a
     panoptic dataset without instance annotations contribute their thing segments (masks read
     from the panoptic labels). Areas are pixel counts of the rasterised masks (box areas without
     masks); annotation ids start at 1.
+
+    Args:
+        dataset_name: a name registered in ``DatasetCatalog`` (detectron2's signature), or
+            the dataset dicts themselves.
+        metadata: the dataset's metadata; only with dataset dicts (a name brings its own).
     """
+    if isinstance(dataset_name, str):
+        if metadata is not None:
+            raise TypeError("convert_to_coco_dict(name) takes its metadata from MetadataCatalog")
+        dataset_dicts = DatasetCatalog.get(dataset_name)
+        metadata = MetadataCatalog.get(dataset_name)
+    else:
+        if metadata is None:
+            raise TypeError("convert_to_coco_dict(dataset_dicts, metadata) needs the metadata")
+        dataset_dicts = dataset_name
     thing_classes = metadata.get("thing_classes") or []
     id_map = metadata.get("thing_dataset_id_to_contiguous_id")
     reverse = (

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from detrex_ext.structures import Boxes, Instances, PolygonMasks
+from detrex_ext.structures import Boxes, Instances, PolygonMasks, masks_to_tensor
 
 from .. import transforms as T
 from ..detection_utils import (
@@ -21,7 +21,6 @@ from ..detection_utils import (
     filter_empty_instances,
     load_pan_seg,
     mask_bounding_boxes,
-    polygons_to_dense_masks,
     transform_instance_annotations,
 )
 from .common import image_to_tensor, read_and_augment, resolve_flip
@@ -122,11 +121,7 @@ class COCOInstanceLSJDatasetMapper(_LSJMapperBase):
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         instances = filter_empty_instances(instances)
         h, w = image_shape
-        masks = instances.gt_masks
-        if isinstance(masks, PolygonMasks):
-            dense = polygons_to_dense_masks(masks.polygons, h, w)
-        else:
-            dense = masks.tensor
+        dense = masks_to_tensor(instances.gt_masks, h, w)
         target = Instances(image_shape)
         target.gt_classes = instances.gt_classes
         target.gt_boxes = instances.gt_boxes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -56,9 +56,11 @@ class MaskFormerSemanticDatasetMapper:
 
     Args:
         is_train: build training targets.
-        augmentations: replaces the recipe built from the arguments below.
+        augmentations: replaces the recipe built from the arguments below (detrex's name:
+            ``augmentation``).
         image_format: "RGB" or "BGR".
-        ignore_label: label value of unlabelled pixels.
+        ignore_label: label value of unlabelled pixels (detrex passes ``meta``, the dataset
+            metadata, and the label is its ``ignore_label``).
         size_divisibility: pad to a multiple of this (0 = no padding); 512 in the ADE recipe.
         min_size_train, max_size_train, crop_size, single_category_max_area, color_aug_ssd,
             random_flip: see ``build_semantic_augmentation``.
@@ -78,7 +80,15 @@ class MaskFormerSemanticDatasetMapper:
         single_category_max_area: float = 1.0,
         color_aug_ssd: bool = True,
         random_flip: str = "horizontal",
+        augmentation: Sequence[T.Augmentation] | None = None,
+        meta: Any = None,
     ):
+        if augmentation is not None:
+            if augmentations is not None:
+                raise ValueError("give augmentations or detrex's augmentation, not both")
+            augmentations = augmentation
+        if meta is not None:
+            ignore_label = getattr(meta, "ignore_label", ignore_label)
         if augmentations is None:
             augmentations = build_semantic_augmentation(
                 min_size_train,

@@ -1,7 +1,7 @@
 """Augmentations: random policies that produce deterministic ``Transform``s (detectron2's API).
 
-An ``Augmentation`` looks at its inputs (named by ``input_args``, e.g. ``("image",)`` or
-``("image", "sem_seg")``), draws its random parameters from ``np.random`` and returns a
+An ``Augmentation`` looks at its inputs (the parameters of its ``get_transform``, e.g.
+``(image)`` or ``(image, sem_seg)``), draws its random parameters from ``np.random`` and returns a
 ``Transform``. ``AugInput`` holds the image, boxes and semantic map and applies a transform to
 all of them; ``apply_augmentations`` runs a list of augmentations and returns the combined
 ``TransformList`` so that annotations (polygons, keypoints, panoptic maps) can be transformed
@@ -10,6 +10,7 @@ the same way afterwards.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,9 +26,15 @@ __all__ = [
 
 
 class Augmentation:
-    """Base class: subclasses implement ``get_transform(*inputs) -> Transform``."""
+    """Base class: subclasses implement ``get_transform(...) -> Transform``.
 
-    input_args: tuple[str, ...] = ("image",)
+    ``__call__(aug_input)`` passes the ``AugInput`` attributes named by ``input_args`` to
+    ``get_transform``. When a subclass leaves ``input_args`` as None they are read from the
+    signature of ``get_transform`` (detectron2's rule): one parameter means ``("image",)``,
+    otherwise the parameter names, e.g. ``get_transform(self, image, sem_seg)``.
+    """
+
+    input_args: tuple[str, ...] | None = None
 
     def _init(self, params: dict[str, Any] | None = None) -> None:
         """Store constructor arguments as attributes (call with ``locals()``)."""
@@ -39,14 +46,30 @@ class Augmentation:
     def get_transform(self, *args: Any) -> Transform:
         raise NotImplementedError
 
+    def _input_names(self) -> tuple[str, ...]:
+        if self.input_args is not None:
+            return tuple(self.input_args)
+        params = list(inspect.signature(self.get_transform).parameters.values())
+        if len(params) == 1:
+            return ("image",)
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        if any(p.kind in variadic for p in params):
+            raise TypeError(
+                f"{type(self).__name__}.get_transform takes *args/**kwargs, so its inputs "
+                "cannot be read from its signature: set the class attribute input_args (e.g. "
+                "input_args = ('image', 'sem_seg')) or override __call__"
+            )
+        return tuple(p.name for p in params)
+
     def __call__(self, aug_input: AugInput) -> Transform:
         """Draw a transform from ``aug_input``'s fields, apply it in place and return it."""
         args = []
-        for name in self.input_args:
-            if not hasattr(aug_input, name) or getattr(aug_input, name) is None:
+        for name in self._input_names():
+            if not hasattr(aug_input, name):
                 raise AttributeError(
-                    f"{type(self).__name__} needs the input {name!r}, which the AugInput lacks; "
-                    f"pass it when building AugInput (e.g. AugInput(image, {name}=...))"
+                    f"{type(self).__name__}.get_transform needs the input {name!r}, which "
+                    f"{type(aug_input).__name__} lacks; pass it when building the AugInput "
+                    f"(e.g. AugInput(image, {name}=...))"
                 )
             args.append(getattr(aug_input, name))
         tfm = self.get_transform(*args)

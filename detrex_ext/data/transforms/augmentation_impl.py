@@ -15,12 +15,13 @@ from fvcore.transforms.transform import (
     VFlipTransform,
 )
 
-from .augmentation import Augmentation
+from .augmentation import Augmentation, _as_augmentation
 from .transform import BILINEAR, ColorAugSSDTransform, CropTransform, ResizeTransform
 
 __all__ = [
     "ColorAugSSD",
     "FixedSizeCrop",
+    "RandomApply",
     "RandomCrop",
     "RandomCropWithCategoryAreaLimit",
     "RandomCrop_CategoryAreaConstraint",
@@ -29,6 +30,27 @@ __all__ = [
     "ResizeScale",
     "ResizeShortestEdge",
 ]
+
+
+class RandomApply(Augmentation):
+    """Apply ``tfm_or_aug`` (an ``Augmentation`` or a fixed ``Transform``) with probability
+    ``prob``; otherwise a ``NoOpTransform``."""
+
+    def __init__(self, tfm_or_aug: Augmentation | Transform, prob: float = 0.5):
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"RandomApply prob must be in [0, 1], got {prob}")
+        self.aug = _as_augmentation(tfm_or_aug)
+        self.prob = prob
+
+    def get_transform(self, *args) -> Transform:
+        if self._rand_range() < self.prob:
+            return self.aug.get_transform(*args)
+        return NoOpTransform()
+
+    def __call__(self, aug_input) -> Transform:
+        if self._rand_range() < self.prob:
+            return self.aug(aug_input)
+        return NoOpTransform()
 
 
 class RandomFlip(Augmentation):
@@ -252,6 +274,11 @@ class RandomCropWithCategoryAreaLimit(Augmentation):
     def get_transform(self, image: np.ndarray, sem_seg: np.ndarray) -> Transform:
         if self.single_category_max_area >= 1.0:
             return self.crop_aug.get_transform(image)
+        if sem_seg is None:
+            raise ValueError(
+                "RandomCrop_CategoryAreaConstraint with single_category_max_area < 1 needs the "
+                "semantic labels: build the AugInput with sem_seg=..."
+            )
         h, w = sem_seg.shape
         for _ in range(10):
             crop_h, crop_w = self.crop_aug.get_crop_size((h, w))

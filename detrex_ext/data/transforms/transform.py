@@ -1,4 +1,5 @@
-"""Deterministic transforms that fvcore lacks: resize, polygon-clipping crop, SSD colour jitter.
+"""Deterministic transforms that fvcore lacks: resize, extent (crop + scale), polygon-clipping
+crop, photometric wrappers (``ColorTransform``, ``PILColorTransform``), SSD colour jitter.
 
 All follow ``fvcore.transforms.Transform``: ``apply_image`` (HxW or HxWxC arrays),
 ``apply_segmentation`` (nearest), ``apply_coords`` (Nx2 x,y in pixels, where the image spans
@@ -18,13 +19,17 @@ _RESAMPLING = getattr(Image, "Resampling", Image)
 BILINEAR = _RESAMPLING.BILINEAR
 NEAREST = _RESAMPLING.NEAREST
 BICUBIC = _RESAMPLING.BICUBIC
+_TRANSFORM = getattr(Image, "Transform", Image)
 
 __all__ = [
     "BICUBIC",
     "BILINEAR",
     "NEAREST",
     "ColorAugSSDTransform",
+    "ColorTransform",
     "CropTransform",
+    "ExtentTransform",
+    "PILColorTransform",
     "ResizeTransform",
     "clip_polygon_to_box",
 ]
@@ -85,6 +90,91 @@ class ResizeTransform(Transform):
 
     def inverse(self) -> Transform:
         return ResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
+
+
+class ExtentTransform(Transform):
+    """Take the region ``src_rect`` of the image and scale it to ``output_size`` (PIL's EXTENT
+    transform); pixels of the region outside the image get ``fill``.
+
+    Args:
+        src_rect: ``(x0, y0, x1, y1)`` in source pixel coordinates (may exceed the image).
+        output_size: ``(h, w)`` of the result.
+        interp: PIL resampling filter of images (segmentations always use nearest).
+        fill: value of pixels mapped from outside the image (detectron2 hands it to PIL as
+            ``fill``, which PIL ignores for EXTENT, so its outside pixels are always 0; here it
+            is PIL's ``fillcolor`` and takes effect).
+    """
+
+    def __init__(
+        self,
+        src_rect: tuple[float, float, float, float],
+        output_size: tuple[int, int],
+        interp: int = BILINEAR,
+        fill: float = 0,
+    ):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray, interp: int | None = None) -> np.ndarray:
+        h, w = self.output_size
+        single_channel = img.ndim == 3 and img.shape[2] == 1
+        pil_image = Image.fromarray(img[:, :, 0] if single_channel else img)
+        pil_image = pil_image.transform(
+            size=(w, h),
+            method=_TRANSFORM.EXTENT,
+            data=tuple(self.src_rect),
+            resample=self.interp if interp is None else interp,
+            fillcolor=self.fill,
+        )
+        out = np.asarray(pil_image)
+        return out[:, :, None] if single_channel else out
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        # the centre of src_rect goes to the centre of the output, scaled per axis
+        h, w = self.output_size
+        x0, y0, x1, y1 = self.src_rect
+        out = coords.astype(np.float32)
+        out[:, 0] = (out[:, 0] - 0.5 * (x0 + x1)) * (w / (x1 - x0)) + 0.5 * w
+        out[:, 1] = (out[:, 1] - 0.5 * (y0 + y1)) * (h / (y1 - y0)) + 0.5 * h
+        return out
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation, interp=NEAREST)
+
+
+class ColorTransform(Transform):
+    """A photometric transform: ``op(image) -> image`` on numpy arrays; coordinates and
+    segmentations are unchanged.
+
+    Args:
+        op: callable taking and returning an HxW(xC) numpy image.
+    """
+
+    def __init__(self, op):
+        if not callable(op):
+            raise ValueError(f"ColorTransform needs a callable op, got {op!r}")
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return self.op(img)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return segmentation
+
+    def inverse(self) -> Transform:
+        return NoOpTransform()
+
+
+class PILColorTransform(ColorTransform):
+    """A ``ColorTransform`` whose ``op`` takes and returns PIL images (e.g. an
+    ``ImageEnhance`` operation); the image is converted from and back to numpy around it."""
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return np.asarray(self.op(Image.fromarray(img)))
 
 
 def clip_polygon_to_box(

@@ -13,13 +13,12 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from detrex_ext.layers import Conv2d, FrozenBatchNorm2d, get_norm
 from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 
 from .backbone import Backbone
+from .resnet_blocks import BasicBlock, BasicStem, BottleneckBlock
 
 __all__ = [
     "BasicBlock",
@@ -36,171 +35,6 @@ _BLOCKS_PER_DEPTH = {
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
-
-
-def _msra_fill(conv: nn.Conv2d) -> None:
-    """detectron2's ``c2_msra_fill``: Kaiming normal (fan_out, ReLU) weights, zero bias."""
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    if conv.bias is not None:
-        nn.init.constant_(conv.bias, 0)
-
-
-class _FreezableBlock(nn.Module):
-    """A block with ``in_channels``, ``out_channels``, ``stride`` and a ``freeze()`` method."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-
-    def freeze(self) -> _FreezableBlock:
-        """Stop gradients to every parameter and turn batch norms into ``FrozenBatchNorm2d``."""
-        for param in self.parameters():
-            param.requires_grad = False
-        FrozenBatchNorm2d.convert_frozen_batchnorm(self)
-        return self
-
-
-class BasicStem(_FreezableBlock):
-    """7x7 stride-2 conv (``conv1``, with norm) + ReLU + 3x3 stride-2 max pool: stride 4.
-
-    Shapes: ``[B, in_channels, H, W] -> [B, out_channels, ceil(H/4), ceil(W/4)]`` (for even H, W).
-    """
-
-    def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: str = "BN") -> None:
-        super().__init__(in_channels, out_channels, stride=4)
-        self.conv1 = Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=7,
-            stride=2,
-            padding=3,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
-        _msra_fill(self.conv1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu_(self.conv1(x))
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
-
-
-def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Conv2d | None:
-    if in_channels == out_channels:
-        return None
-    conv = Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size=1,
-        stride=stride,
-        bias=False,
-        norm=get_norm(norm, out_channels),
-    )
-    _msra_fill(conv)
-    return conv
-
-
-class BasicBlock(_FreezableBlock):
-    """Two 3x3 convs (``conv1`` carries the stride) plus the shortcut; ResNet-18/34.
-
-    Shapes: ``[B, in_channels, H, W] -> [B, out_channels, H/stride, W/stride]``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: str = "BN"):
-        super().__init__(in_channels, out_channels, stride)
-        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
-        self.conv1 = Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=3,
-            stride=stride,
-            padding=1,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
-        self.conv2 = Conv2d(
-            out_channels,
-            out_channels,
-            kernel_size=3,
-            padding=1,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
-        for conv in (self.conv1, self.conv2):
-            _msra_fill(conv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu_(self.conv1(x)))
-        identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
-
-
-class BottleneckBlock(_FreezableBlock):
-    """1x1 reduce (``conv1``), 3x3 (``conv2``), 1x1 expand (``conv3``) plus the shortcut.
-
-    Args:
-        in_channels, out_channels: block input / output channels.
-        bottleneck_channels: width of the 3x3 conv.
-        stride: downsampling factor, in the 3x3 conv unless ``stride_in_1x1``.
-        num_groups: groups of the 3x3 conv (ResNeXt).
-        norm: norm name for ``get_norm``.
-        stride_in_1x1: put the stride in ``conv1`` (the original MSRA ResNet) instead.
-        dilation: dilation of the 3x3 conv.
-
-    Shapes: ``[B, in_channels, H, W] -> [B, out_channels, H/stride, W/stride]``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        bottleneck_channels: int,
-        stride: int = 1,
-        num_groups: int = 1,
-        norm: str = "BN",
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-    ) -> None:
-        super().__init__(in_channels, out_channels, stride)
-        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
-        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(
-            in_channels,
-            bottleneck_channels,
-            kernel_size=1,
-            stride=stride_1x1,
-            bias=False,
-            norm=get_norm(norm, bottleneck_channels),
-        )
-        self.conv2 = Conv2d(
-            bottleneck_channels,
-            bottleneck_channels,
-            kernel_size=3,
-            stride=stride_3x3,
-            padding=dilation,
-            bias=False,
-            groups=num_groups,
-            dilation=dilation,
-            norm=get_norm(norm, bottleneck_channels),
-        )
-        self.conv3 = Conv2d(
-            bottleneck_channels,
-            out_channels,
-            kernel_size=1,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
-        for conv in (self.conv1, self.conv2, self.conv3):
-            _msra_fill(conv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(self.conv1(x))
-        out = F.relu_(self.conv2(out))
-        out = self.conv3(out)
-        identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
 
 
 class ResNet(Backbone):
@@ -299,18 +133,83 @@ class ResNet(Backbone):
         stride: int = 1,
         **block_kwargs,
     ) -> list[nn.Module]:
-        """``num_blocks`` blocks; the first maps ``in_channels`` and applies ``stride``."""
+        """``num_blocks`` blocks; the first maps ``in_channels`` and applies ``stride``.
+
+        As in detectron2, a keyword ending in ``_per_block`` gives one value per block (e.g.
+        ``stride_per_block=[2, 1, 1]`` instead of ``stride``); the others go to every block.
+        """
+        per_block = {
+            k[: -len("_per_block")]: v for k, v in block_kwargs.items() if k.endswith("_per_block")
+        }
+        shared = {k: v for k, v in block_kwargs.items() if not k.endswith("_per_block")}
+        for name, values in per_block.items():
+            if len(values) != num_blocks:
+                raise ValueError(
+                    f"{name}_per_block has {len(values)} values for {num_blocks} blocks"
+                )
         blocks = []
         for i in range(num_blocks):
+            kwargs = {"stride": stride if i == 0 else 1, **shared}
+            kwargs.update({name: values[i] for name, values in per_block.items()})
             blocks.append(
-                block_class(
-                    in_channels if i == 0 else out_channels,
-                    out_channels,
-                    stride=stride if i == 0 else 1,
-                    **block_kwargs,
-                )
+                block_class(in_channels if i == 0 else out_channels, out_channels, **kwargs)
             )
         return blocks
+
+    @staticmethod
+    def make_default_stages(
+        depth: int, block_class: type[nn.Module] | None = None, **kwargs
+    ) -> list[list[nn.Module]]:
+        """detectron2's: the four stages (res2..res5) of a ResNet-``depth`` after a 64-channel
+        stem (``BasicBlock`` for 18/34, ``BottleneckBlock`` with width ``out_channels / 4``
+        otherwise). ``kwargs`` go to every block (e.g. ``norm``, ``stride_in_1x1``)."""
+        return _default_stages(depth, block_class=block_class, **kwargs)
+
+
+def _default_stages(
+    depth: int,
+    *,
+    block_class: type[nn.Module] | None = None,
+    in_channels: int = 64,
+    res2_out_channels: int | None = None,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+    res5_dilation: int = 1,
+    **block_kwargs,
+) -> list[list[nn.Module]]:
+    """Stages res2..res5: channels double per stage, stride 2 from res3 on (res5 keeps stride 1
+    when dilated); bottleneck width ``num_groups * width_per_group * 2**i``."""
+    if depth not in _BLOCKS_PER_DEPTH:
+        raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS_PER_DEPTH)}, got {depth}")
+    basic = depth in (18, 34)
+    if block_class is None:
+        block_class = BasicBlock if basic else BottleneckBlock
+    if res2_out_channels is None:
+        res2_out_channels = 64 if basic else 256
+    stages = []
+    channels_in, channels_out = in_channels, res2_out_channels
+    bottleneck = num_groups * width_per_group
+    for index, num_blocks in enumerate(_BLOCKS_PER_DEPTH[depth]):
+        dilation = res5_dilation if index == 3 else 1
+        kwargs = dict(block_kwargs)
+        if not basic:
+            kwargs["bottleneck_channels"] = bottleneck
+            if num_groups != 1:
+                kwargs["num_groups"] = num_groups
+            if dilation != 1:
+                kwargs["dilation"] = dilation
+        stages.append(
+            ResNet.make_stage(
+                block_class,
+                num_blocks,
+                in_channels=channels_in,
+                out_channels=channels_out,
+                stride=1 if index == 0 or dilation == 2 else 2,
+                **kwargs,
+            )
+        )
+        channels_in, channels_out, bottleneck = channels_out, channels_out * 2, bottleneck * 2
+    return stages
 
 
 def build_resnet_backbone(
@@ -359,35 +258,16 @@ def build_resnet_backbone(
             f"got {res2_out_channels}, {num_groups}, {res5_dilation}"
         )
     stem = BasicStem(in_channels, stem_out_channels, norm=norm)
-    stages = []
-    channels_in, channels_out = stem_out_channels, res2_out_channels
-    bottleneck = num_groups * width_per_group
-    for index, num_blocks in enumerate(_BLOCKS_PER_DEPTH[depth]):
-        stage_id = index + 2
-        dilation = res5_dilation if stage_id == 5 else 1
-        first_stride = 1 if index == 0 or dilation == 2 else 2
-        kwargs: dict = {"norm": norm}
-        if basic:
-            block_class = BasicBlock
-        else:
-            block_class = BottleneckBlock
-            kwargs.update(
-                bottleneck_channels=bottleneck,
-                num_groups=num_groups,
-                stride_in_1x1=stride_in_1x1,
-                dilation=dilation,
-            )
-        stages.append(
-            ResNet.make_stage(
-                block_class,
-                num_blocks,
-                in_channels=channels_in,
-                out_channels=channels_out,
-                stride=first_stride,
-                **kwargs,
-            )
-        )
-        channels_in, channels_out, bottleneck = channels_out, channels_out * 2, bottleneck * 2
+    stages = _default_stages(
+        depth,
+        in_channels=stem_out_channels,
+        res2_out_channels=res2_out_channels,
+        num_groups=num_groups,
+        width_per_group=width_per_group,
+        res5_dilation=res5_dilation,
+        norm=norm,
+        **({} if basic else {"stride_in_1x1": stride_in_1x1}),
+    )
     return ResNet(
         stem,
         stages,

@@ -27,6 +27,24 @@ from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 __all__ = ["MaskDINODecoder"]
 
 BOX_INIT_TYPES = ("no", "bitmask", "mask2box")
+
+_OFFICIAL_OPTIONS = {
+    "mask_classification": True,
+    "activation": "relu",
+    "return_intermediate_dec": True,
+    "dec_layer_share": False,
+}
+
+
+def _check_official_options(*values) -> None:
+    for (name, supported), value in zip(_OFFICIAL_OPTIONS.items(), values):
+        if value != supported:
+            raise ValueError(
+                f"MaskDINODecoder supports only {name}={supported!r} (the official Mask DINO "
+                f"setting), got {value!r}"
+            )
+
+
 DN_TYPES = ("no", "standard", "seg")
 
 
@@ -60,6 +78,10 @@ class MaskDINODecoder(nn.Module):
         transformer_autocast: the decoder layers run under the caller's autocast (bf16
             linears/attention, fp32 sampling coordinates) instead of fp32; box refinement,
             reference points and the prediction heads are unchanged.
+        mask_classification, activation, nhead, return_intermediate_dec, dec_layer_share: the
+            official (and detrex) options, accepted so their configs port: the official values
+            (True, "relu", the head count, True, False) are the only ones supported; ``nhead``,
+            when given, is the head count of the decoder layers.
     """
 
     def __init__(
@@ -88,8 +110,17 @@ class MaskDINODecoder(nn.Module):
         semantic_ce_loss: bool = False,
         activation_checkpointing: bool = False,
         transformer_autocast: bool = False,
+        mask_classification: bool = True,
+        activation: str = "relu",
+        nhead: int | None = None,
+        return_intermediate_dec: bool = True,
+        dec_layer_share: bool = False,
     ) -> None:
         super().__init__()
+        _check_official_options(mask_classification, activation, return_intermediate_dec,
+                                dec_layer_share)  # fmt: skip
+        if nhead is not None:  # the official decoder layers use `nhead` (its `nheads` is unused)
+            nheads = nhead
         if initialize_box_type not in BOX_INIT_TYPES:
             raise ValueError(
                 f"initialize_box_type must be one of {BOX_INIT_TYPES}, got {initialize_box_type!r}"
@@ -164,6 +195,18 @@ class MaskDINODecoder(nn.Module):
             label_noise_prob=noise_scale * 0.5,
             box_noise_scale=noise_scale,
         )
+
+    def set_num_classes(self, num_classes: int) -> None:
+        """Rebuild the class-dependent layers for ``num_classes`` classes, freshly initialised:
+        the class head (``class_embed``), the denoising label embedding (``label_enc``) and
+        the denoising label range; every other weight is kept."""
+        old_head, old_labels = self.class_embed, self.label_enc
+        kwargs = {"device": old_head.weight.device, "dtype": old_head.weight.dtype}
+        outputs = num_classes + 1 if self.semantic_ce_loss else num_classes
+        self.class_embed = nn.Linear(old_head.in_features, outputs, **kwargs)
+        self.label_enc = nn.Embedding(num_classes, old_labels.embedding_dim, **kwargs)
+        self.dn_generator.num_classes = num_classes
+        self.num_classes = num_classes
 
     # ------------------------------------------------------------------ heads
     def forward_prediction_heads(

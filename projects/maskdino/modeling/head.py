@@ -6,6 +6,7 @@ The attribute names `pixel_decoder` and `predictor` are the official ones (state
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from torch import Tensor, nn
@@ -15,12 +16,15 @@ from .pixel_decoder import MaskDINOEncoder
 
 __all__ = ["MaskDINOHead"]
 
+logger = logging.getLogger(__name__)
+
 
 class MaskDINOHead(nn.Module):
     """Pixel decoder + transformer decoder.
 
     Args:
-        num_classes: number of classes C (checked against the predictor's).
+        num_classes: number of classes C; a predictor built for another count gets its class
+            layers rebuilt for C (detrex's configs set only ``sem_seg_head.num_classes``).
         pixel_decoder: a `MaskDINOEncoder`.
         transformer_predictor: a `MaskDINODecoder`.
         loss_weight: kept for config compatibility with the official head (unused there too).
@@ -41,11 +45,20 @@ class MaskDINOHead(nn.Module):
         super().__init__()
         predictor_classes = getattr(transformer_predictor, "num_classes", num_classes)
         if predictor_classes != num_classes:
-            raise ValueError(
-                f"MaskDINOHead num_classes={num_classes} but its transformer_predictor was built "
-                f"with num_classes={predictor_classes}; set `model.num_classes` once and let the "
-                "other config keys interpolate it"
+            if not hasattr(transformer_predictor, "set_num_classes"):
+                raise ValueError(
+                    f"MaskDINOHead num_classes={num_classes} but its transformer_predictor was "
+                    f"built with num_classes={predictor_classes}; set `model.num_classes` once "
+                    "and let the other config keys interpolate it"
+                )
+            # detrex's configs set the class count on sem_seg_head.num_classes only; the head's
+            # count is the one its outputs and the criterion use
+            logger.warning(
+                f"sem_seg_head.num_classes={num_classes} but its transformer_predictor has "
+                f"num_classes={predictor_classes}: rebuilding the predictor's class layers for "
+                f"{num_classes} classes (set both, or model.num_classes in this project's configs)"
             )
+            transformer_predictor.set_num_classes(num_classes)
         self.num_classes = num_classes
         self.pixel_decoder = pixel_decoder
         self.predictor = transformer_predictor

@@ -7,7 +7,7 @@ official counterpart is IDEA-Research/MaskDINO `maskdino/maskdino.py`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from detrex_ext.layers import box_xyxy_to_cxcywh
 from detrex_ext.layers.activation_checkpointing import set_activation_checkpointing
 from detrex_ext.modeling.postprocessing import sem_seg_postprocess
-from detrex_ext.structures import BitMasks, ImageList, Instances
+from detrex_ext.structures import BitMasks, ImageList, Instances, masks_to_tensor
 
 from . import inference
 from .checkpoint import adapt_checkpoint_state_dict, describe_layout_mismatch
@@ -36,11 +36,14 @@ class MaskDINO(nn.Module):
         criterion: a `SetCriterion` (its `weight_dict` weights the losses).
         num_classes: C, the single source of the class count (the head, decoder and criterion
             configs interpolate it); checked against the dataset metadata when available.
+            None (detrex's configs) takes it from `sem_seg_head.num_classes`.
         num_queries: Q, matching queries of the decoder.
         object_mask_threshold: panoptic: minimum sigmoid class score of a kept query.
         overlap_threshold: panoptic: minimum won-area / own-area ratio of a segment.
         metadata: dataset name (resolved through `MetadataCatalog`) whose thing classes the
-            panoptic path needs; None when not needed.
+            panoptic path needs; None when not needed. A metadata object (detrex's configs pass
+            `MetadataCatalog.get(name)`) is used as is; its class count is not checked (detrex
+            passes COCO's instance metadata to every task).
         size_divisibility: pad the batch to a multiple of this (32); < 0 uses the backbone's.
         sem_seg_postprocess_before_inference: resize masks to the output size before semantic
             inference (forced on when instance_on or panoptic_on, as in the official code).
@@ -55,6 +58,7 @@ class MaskDINO(nn.Module):
             supports it (backbone stages or blocks, encoder and decoder layers): training keeps
             fewer activations and recomputes them in the backward, with the same losses and
             gradients. False leaves the submodules' own settings as configured.
+        params: detrex's parameter bag (the values its config interpolates); unused.
     """
 
     def __init__(
@@ -63,7 +67,7 @@ class MaskDINO(nn.Module):
         backbone: nn.Module,
         sem_seg_head: nn.Module,
         criterion: nn.Module,
-        num_classes: int,
+        num_classes: int | None = None,
         num_queries: int = 300,
         object_mask_threshold: float = 0.25,
         overlap_threshold: float = 0.8,
@@ -81,8 +85,11 @@ class MaskDINO(nn.Module):
         transform_eval: bool = True,
         semantic_ce_loss: bool = False,
         activation_checkpointing: bool = False,
+        params: Mapping | None = None,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            num_classes = sem_seg_head.num_classes
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -108,7 +115,8 @@ class MaskDINO(nn.Module):
         self.transform_eval = transform_eval
         self.semantic_ce_loss = semantic_ce_loss
         self._check_num_classes()
-        self.metadata.check_num_classes(num_classes)
+        if isinstance(self.metadata.source, str):
+            self.metadata.check_num_classes(num_classes)
         self.activation_checkpointing = activation_checkpointing
         if activation_checkpointing:
             switched = set_activation_checkpointing(self, True)
@@ -159,7 +167,9 @@ class MaskDINO(nn.Module):
             batched_inputs: one dict per image with `image` (uint8 `[3, H, W]`, RGB), optional
                 `height` / `width` (output size, default: the input size) and, in training,
                 `instances` (`gt_classes` int64 `[N]`, `gt_boxes` Boxes xyxy, `gt_masks` bool
-                `[N, H, W]` or BitMasks) or `sem_seg` (long `[H, W]`, 255 = ignore).
+                `[N, H, W]`, or any mask container: BitMasks-like with `.tensor`,
+                PolygonMasks-like with `.polygons`, rasterised) or `sem_seg` (long `[H, W]`,
+                255 = ignore).
 
         Returns:
             training: dict of weighted scalar losses (unweighted keys are dropped).
@@ -201,10 +211,10 @@ class MaskDINO(nn.Module):
                     "`sem_seg` in every dict"
                 )
             self._check_labels(inst.gt_classes)
-            inst = inst.to(self.device)
             h, w = inst.image_size
-            gt_masks = inst.gt_masks
-            gt_masks = gt_masks.tensor if isinstance(gt_masks, BitMasks) else gt_masks
+            # any mask container: ours or detectron2's BitMasks / PolygonMasks, or a tensor
+            gt_masks = masks_to_tensor(inst.gt_masks, h, w).to(self.device)
+            inst = inst.to(self.device)
             padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
             padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
             cx, cy, bw, bh = box_xyxy_to_cxcywh(inst.gt_boxes.tensor).unbind(-1)

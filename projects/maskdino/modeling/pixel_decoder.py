@@ -24,7 +24,6 @@ from torch.nn import functional as F
 from detrex_ext.layers import (
     Conv2d,
     MultiScaleDeformableAttention,
-    PositionEmbeddingSine,
     ShapeSpec,
     get_norm,
 )
@@ -32,6 +31,7 @@ from detrex_ext.layers.activation_checkpointing import maybe_checkpoint
 from detrex_ext.layers.precision import autocast_or_fp32
 
 from .levels import flatten_levels
+from .position_encoding import PositionEmbeddingSine
 
 __all__ = ["MaskDINOEncoder", "MSDeformAttnEncoderLayer", "MSDeformAttnEncoder"]
 
