@@ -39,6 +39,7 @@ from . import ema, hooks
 from .config_checks import check_config, check_sections
 from .ddp import create_ddp_model, unwrap_model
 from .defaults import apply_fast_dev_run, default_setup, default_writers, resolve_device
+from .interrupt import report_interruption
 from .resumable_loader import build_train_loader
 from .run_lock import OutputDirInUseError, OutputDirLock, remove_stale_temporary_files
 from .train_loop import Trainer
@@ -197,20 +198,21 @@ def do_train(args: argparse.Namespace, cfg: DictConfig) -> Trainer:
         return trainer
     if resumed:
         logger.info(f"Resumed from iteration {trainer.iter}; continuing at {start_iter}.")
-    try:
+    with report_interruption(lambda: _log_interruption(trainer, checkpointer)):
         trainer.train(start_iter, cfg.train.max_iter)
-    except KeyboardInterrupt:
-        last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
-        logger.warning(
-            f"Interrupted at iteration {trainer.iter}. "
-            + (
-                f"The last checkpoint is {last}; continue with --resume."
-                if last
-                else "No checkpoint was written yet."
-            )
-        )
-        raise
     return trainer
+
+
+def _log_interruption(trainer, checkpointer) -> None:
+    last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+    logger.warning(
+        f"Interrupted at iteration {trainer.iter}. "
+        + (
+            f"The last checkpoint is {last}; continue with --resume."
+            if last
+            else "No checkpoint was written yet."
+        )
+    )
 
 
 def do_eval_only(cfg: DictConfig) -> dict[str, Any]:
