@@ -146,3 +146,23 @@ def test_inference_masks_only_for_the_last_layer(r50_reduced):
     assert dn_meta is None and outputs["pred_masks"] is not None
     assert all(aux["pred_masks"] is None for aux in outputs["aux_outputs"])
     assert outputs["interm_outputs"]["pred_masks"].shape[-2:] == (16, 16)
+
+
+def test_query_selection_boxes_equal_the_all_token_computation(r50_reduced):
+    """The box MLP runs on the Q selected tokens only; the interm boxes are those of the
+    official order of work (box MLP on every token plus its proposal, then the top-k rows)."""
+    predictor = r50_reduced.sem_seg_head.predictor
+    torch.manual_seed(0)
+    for layer in predictor._bbox_embed.layers:  # the official init zeroes the last layer
+        torch.nn.init.normal_(layer.weight, std=0.2)
+    shapes = [(8, 8), (4, 4), (2, 2), (1, 1)]
+    memory = torch.randn(2, sum(h * w for h, w in shapes), predictor.hidden_dim)
+    mask_features = torch.randn(2, predictor.mask_embed.layers[-1].out_features, 16, 16)
+    _, _, interm = predictor._select_queries(memory, shapes, mask_features)
+
+    output_memory, proposals = encoder_output_proposals(memory, shapes)
+    output_memory = predictor.enc_output_norm(predictor.enc_output(output_memory))
+    topk = predictor.class_embed(output_memory).max(-1)[0].topk(predictor.num_queries, dim=1)[1]
+    every_box = predictor._bbox_embed(output_memory) + proposals
+    expected = torch.gather(every_box, 1, topk[..., None].expand(-1, -1, 4)).sigmoid()
+    torch.testing.assert_close(interm["pred_boxes"], expected, rtol=1e-5, atol=1e-6)
