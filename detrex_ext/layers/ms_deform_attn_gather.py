@@ -39,9 +39,9 @@ __all__ = ["msda_gather_backward", "msda_gather_forward"]
 # Zero border added around every level map: 1 pixel before, 2 after (see the module docstring).
 _PAD_BEFORE, _PAD_AFTER = 1, 2
 _INT32_LIMIT = 2**31 - 1
-# Bags per step of the backward's corner dot products (their gathered rows: ~8 MB at L*P*4 = 64,
+# Bags per step of the backward's corner dot products (their gathered rows: 2 MB at L*P*4 = 64,
 # D = 32 in fp32).
-_DOT_CHUNK = 1024
+_DOT_CHUNK = 256
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -70,13 +70,17 @@ class _Samples(NamedTuple):
     rows: torch.Tensor  # [B*Q*H, L*P*4] corner rows, int32 (int64 for huge inputs)
     pixel: torch.Tensor  # [B, Q, H, L, P, 2] (x, y) pixel coordinate, clamped to [-1, size]
     corner: torch.Tensor  # [B, Q, H, L, P, 2] floor(pixel)
-    inside: torch.Tensor  # [B, Q, H, L, P, 2] bool: the coordinate was not clamped
+    inside: torch.Tensor | None  # [B, Q, H, L, P, 2] bool: not clamped (``with_inside`` only)
     sizes: torch.Tensor  # [L, 1, 2] (W_l, H_l)
     num_rows: int  # rows of the padded value, B * S_pad * H
 
 
 def _samples(
-    sampling_locations: torch.Tensor, shapes: Sequence[tuple[int, int]], num_heads: int, dtype
+    sampling_locations: torch.Tensor,
+    shapes: Sequence[tuple[int, int]],
+    num_heads: int,
+    dtype: torch.dtype,
+    with_inside: bool = False,
 ) -> _Samples:
     """Corner rows (into ``_padded_value_rows``) and pixel coordinates of every sample.
 
@@ -93,7 +97,7 @@ def _samples(
     # loc * size - 0.5, rounded exactly as grid_sample computes it from its [-1, 1] grid
     grid = sampling_locations.to(dtype) * 2 - 1
     pixel = (grid + 1) * (sizes / 2) - 0.5
-    inside = (pixel >= -1.0) & (pixel <= sizes)  # False for NaN
+    inside = (pixel >= -1.0) & (pixel <= sizes) if with_inside else None  # False for NaN
     # NaN reads zeros (as the official kernel's bounds test); far-away points land on the border.
     pixel = torch.clamp(pixel.nan_to_num(nan=-1.0), min=torch.full_like(sizes, -1.0), max=sizes)
     corner = pixel.floor()
@@ -156,10 +160,10 @@ def _scatter_rows(rows, weights, grad_bags: torch.Tensor, num_rows: int) -> torc
     """Transpose of the gather: ``out[r] = sum of weights[b, k] * grad_bags[b]`` over the
     entries with ``rows[b, k] == r``; the entries are sorted by row (stable, so deterministic)
     and summed with one ``embedding_bag``. -> ``[num_rows, D]``."""
-    sorted_rows, order = rows.reshape(-1).long().sort(stable=True)
+    sorted_rows, order = rows.reshape(-1).sort(stable=True)
     bag_of_entry = torch.div(order, rows.shape[1], rounding_mode="floor")
     offsets = torch.zeros(num_rows, dtype=torch.int64, device=rows.device)
-    counts = torch.bincount(sorted_rows, minlength=num_rows)
+    counts = torch.bincount(sorted_rows.long(), minlength=num_rows)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
     return F.embedding_bag(
         bag_of_entry,
@@ -178,7 +182,7 @@ def _corner_dots(rows, value_rows: torch.Tensor, grad_bags: torch.Tensor) -> tor
         chunk = slice(start, start + _DOT_CHUNK)
         gathered = value_rows.index_select(0, rows[chunk].reshape(-1))
         gathered = gathered.view(-1, rows.shape[1], value_rows.shape[1])
-        torch.bmm(gathered, grad_bags[chunk, :, None], out=out[chunk, :, None])
+        torch.sum(gathered * grad_bags[chunk, None, :], -1, out=out[chunk])
     return out
 
 
@@ -215,7 +219,7 @@ def msda_gather_backward(
     batch, _, heads, head_dim = value.shape
     dtype = _compute_dtype(grad_output, value, sampling_locations, attention_weights)
     with torch.autocast(value.device.type, enabled=False):
-        samples = _samples(sampling_locations, shapes, heads, dtype)
+        samples = _samples(sampling_locations, shapes, heads, dtype, with_inside=True)
         attention = attention_weights.to(dtype)
         grad_bags = grad_output.to(dtype).reshape(-1, head_dim)
         weights = _corner_weights(samples, attention)

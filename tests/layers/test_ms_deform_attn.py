@@ -297,16 +297,22 @@ def test_backend_selection_env_override_and_log(monkeypatch, caplog, restore_bac
     fake = types.SimpleNamespace(msda_forward=fake_forward, is_available=lambda: True)
     monkeypatch.setattr(msda_op, "_triton_module", lambda: fake)
 
-    # auto: CPU tensors take the PyTorch gather path even when Triton is available
+    # auto: CPU tensors stay on PyTorch paths even when Triton is available: grid_sample for
+    # heads of few channels (4 here), gather from 32 channels per head
     monkeypatch.setenv("DETREX_MSDA_BACKEND", "auto")
     with caplog.at_level(logging.INFO, logger=msda_op.__name__):
         out = multi_scale_deformable_attn(value, SHAPES, None, locations, weights)
     assert not calls and not torch.all(out == 7.0)
-    assert "using the PyTorch gather implementation" in caplog.text
-    monkeypatch.setenv("DETREX_MSDA_BACKEND", "pytorch")
+    assert "using the PyTorch grid_sample implementation" in caplog.text
+    wide = _inputs(batch=1, queries=2, head_dim=32, dtype=torch.float32)
+    with caplog.at_level(logging.INFO, logger=msda_op.__name__):
+        out = multi_scale_deformable_attn(wide[0], SHAPES, None, wide[1], wide[2])
+    assert not calls and "using the PyTorch gather implementation" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("DETREX_MSDA_BACKEND", "gather")
     with caplog.at_level(logging.INFO, logger=msda_op.__name__):
         multi_scale_deformable_attn(value, SHAPES, None, locations, weights)
-    assert "using the PyTorch grid_sample implementation" in caplog.text
+    assert "using the PyTorch gather implementation" in caplog.text
 
     # forcing triton (env var) routes through the backend with int64 shapes / start index
     monkeypatch.setenv("DETREX_MSDA_BACKEND", "triton")
