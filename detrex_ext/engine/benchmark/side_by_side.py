@@ -154,13 +154,15 @@ def side_by_side_training(
                 total.backward()
                 end = time.perf_counter()
             model.zero_grad(set_to_none=True)
-            losses[name] = {k: float(v) for k, v in loss_dict.items()}
+            losses[name] = {k: float(v.detach()) for k, v in loss_dict.items()}
             if run >= warmup:
                 phases[name]["forward"].append(middle - start)
                 phases[name]["backward"].append(end - middle)
                 phases[name]["step"].append(end - start)
             if log is not None:
-                log(f"training round {run} {name}: {end - start:.3f} s, loss {float(total):.4f}")
+                log(
+                    f"training round {run} {name}: {end - start:.3f} s, loss {float(total.detach()):.4f}"
+                )
     for contender in contenders.values():
         contender.model.eval()
     result: dict[str, Any] = {
