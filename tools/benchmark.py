@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import shlex
 import sys
@@ -73,16 +72,12 @@ from tabulate import tabulate
 
 from detrex_ext.config import try_get_key
 from detrex_ext.engine.benchmark import (
-    Contender,
     benchmark_inference,
     benchmark_training,
-    compare_inference_outputs,
-    compare_losses,
     format_side_by_side,
     instance_counts,
+    load_average,
     release_memory,
-    side_by_side_inference,
-    side_by_side_training,
     synthetic_image,
     synthetic_training_batch,
 )
@@ -96,7 +91,7 @@ from detrex_ext.engine.predictor import (
 )
 from detrex_ext.engine.runner import build_optimizer as build_config_optimizer
 from detrex_ext.engine.runner import clip_grad_params
-from detrex_projects.maskdino import official
+from detrex_projects.maskdino.compare_official import compare_with_official
 from detrex_projects.maskdino.official import OFFICIAL_H200, official_figures
 from detrex_projects.maskdino.official import format_h200_comparison as format_official_comparison
 
@@ -209,66 +204,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join([head, tabulate(rows, headers=headers, floatfmt=".1f")])
 
 
-# ----------------------------------------------------------------------------- vs the official code
-
-
-def load_average() -> list[float] | None:
-    """The machine's 1/5/15-minute load averages (None where the OS has none)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _image_batch(sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
-    images = [synthetic_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
-    return [
-        {"image": torch.from_numpy(im).permute(2, 0, 1).contiguous(), "height": h, "width": w}
-        for im, (h, w) in zip(images, sizes)
-    ]
-
-
-def run_side_by_side(args: argparse.Namespace, cfg: Any, model: torch.nn.Module) -> dict:
-    """Official vs ours on the same weights and inputs, alternating (see the module docstring)."""
-    reference = official.build_official_model(
-        args.official_root, args.config_file, model.state_dict()
-    )
-    contenders = {
-        "official": Contender(
-            reference, official.to_official_inputs, official.cpu_only_tensor_moves
-        ),
-        "ours": Contender(model),
-    }
-    log = logger.info
-    num_classes = int(try_get_key(cfg, "model.num_classes", default=2))
-    results: dict[str, Any] = {"inference": [], "training": []}
-    for sizes in args.sizes:
-        logger.info(f"inference side by side, batch {_sizes_text(sizes)}")
-        timed = side_by_side_inference(
-            contenders, _image_batch(sizes), warmup=args.warmup, repeats=args.repeats, log=log
-        )
-        outputs = timed.pop("outputs")
-        timed["sizes"] = [list(s) for s in sizes]
-        timed["agreement"] = compare_inference_outputs(outputs["official"], outputs["ours"])
-        results["inference"].append(timed)
-    for sizes in args.train_sizes:
-        logger.info(f"training step side by side, batch {_sizes_text(sizes)}")
-        counts = instance_counts(args.train_instances, len(sizes))
-        batch = synthetic_training_batch(len(sizes), sizes, num_classes, counts)
-        timed = side_by_side_training(
-            contenders, batch, warmup=max(1, args.warmup), repeats=args.repeats, log=log
-        )
-        timed["sizes"] = [list(s) for s in sizes]
-        timed["instances_per_image"] = counts
-        timed["agreement"] = compare_losses(timed["official"]["losses"], timed["ours"]["losses"])
-        results["training"].append(timed)
-    return results
-
-
-def _sizes_text(sizes: Sequence[Sequence[int]]) -> str:
-    return " + ".join(_size(s) for s in sizes)
-
-
 # ----------------------------------------------------------------------------- command line
 
 
@@ -376,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         "images of --train-size)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="side by side: also profile one inference call and one training step of each "
+        "model (torch.profiler: module shares, top operators)",
+    )
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark.json"), help="JSON results file"
     )
@@ -488,7 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.skip_inference:
             args.sizes = []
-        results["side_by_side"] = run_side_by_side(args, cfg, model)
+        results["side_by_side"] = compare_with_official(
+            model,
+            args.config_file,
+            args.official_root,
+            sizes=args.sizes,
+            train_sizes=args.train_sizes,
+            train_instances=args.train_instances,
+            num_classes=int(try_get_key(cfg, "model.num_classes", default=2)),
+            warmup=args.warmup,
+            repeats=args.repeats,
+            profile=args.profile,
+        )
         results["load_average_end"] = load_average()
         print(format_side_by_side(results))
     else:

@@ -444,3 +444,43 @@ def test_official_root_needs_the_cpu(capsys):
             ["--config-file", str(TINY_CONFIG), "--official-root", ".", "--device", "cuda"]
         )
     assert "--official-root compares on the CPU" in capsys.readouterr().err
+
+
+def test_profile_call_attributes_time_to_modules_and_operators():
+    from detrex_ext.engine.benchmark import format_profile, profile_call
+
+    class Heavy(torch.nn.Module):
+        def forward(self, x):
+            for _ in range(20):
+                x = torch.mm(x, x) / 64
+            return x
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heavy = Heavy()
+            self.light = torch.nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.light(self.heavy(x))
+
+    model = Model()
+    x = torch.randn(64, 64)
+    result = profile_call(lambda: model(x), model, depth=1, by_class=["Linear"])
+    modules = {name: (ms, share) for name, ms, share in result["modules"]}
+    assert set(modules) == {"(model)", "heavy", "Linear"}  # "light" is scoped by its class
+    assert modules["(model)"][0] >= modules["heavy"][0] >= 0 and modules["heavy"][1] <= 1.0
+    mm = next(op for op in result["operators"] if op[0] == "aten::mm")
+    assert mm[3] == 20 and result["total_ms"] > 0
+    text = format_profile("tiny", result)
+    assert text.startswith("tiny: ") and "aten::mm" in text and "heavy" in text
+    assert not model._forward_hooks and not model.heavy._forward_pre_hooks  # scopes removed
+
+
+def test_synthetic_image_batch():
+    from detrex_ext.engine.benchmark import synthetic_image_batch
+
+    batch = synthetic_image_batch([(32, 48), (16, 16)])
+    assert [x["image"].shape for x in batch] == [(3, 32, 48), (3, 16, 16)]
+    assert [(x["height"], x["width"]) for x in batch] == [(32, 48), (16, 16)]
+    assert batch[0]["image"].dtype == torch.uint8 and batch[0]["image"].is_contiguous()

@@ -6,7 +6,13 @@ side-by-side comparison with the official code); usable from a notebook::
     from detrex_ext.engine.benchmark import benchmark_inference, benchmark_training, time_runs
 """
 
-from .inputs import instance_counts, synthetic_image, synthetic_training_batch
+from .inputs import (
+    instance_counts,
+    synthetic_image,
+    synthetic_image_batch,
+    synthetic_training_batch,
+)
+from .profile import format_profile, module_scopes, profile_call
 from .runs import benchmark_inference, benchmark_training
 from .side_by_side import (
     Contender,
@@ -20,6 +26,7 @@ from .timing import (
     NetworkTimer,
     TrainingPhaseTimer,
     alternate,
+    load_average,
     outputs_to_cpu,
     peak_memory_mib,
     release_memory,
@@ -37,15 +44,20 @@ __all__ = [
     "benchmark_training",
     "compare_inference_outputs",
     "compare_losses",
+    "format_profile",
     "format_side_by_side",
+    "module_scopes",
     "instance_counts",
+    "load_average",
     "outputs_to_cpu",
     "peak_memory_mib",
+    "profile_call",
     "release_memory",
     "side_by_side_inference",
     "side_by_side_training",
     "summarize",
     "synthetic_image",
+    "synthetic_image_batch",
     "synthetic_training_batch",
     "time_runs",
     "timed",

@@ -10,7 +10,12 @@ import torch
 
 from detrex_ext.structures import Boxes, Instances
 
-__all__ = ["instance_counts", "synthetic_image", "synthetic_training_batch"]
+__all__ = [
+    "instance_counts",
+    "synthetic_image",
+    "synthetic_image_batch",
+    "synthetic_training_batch",
+]
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -76,5 +81,17 @@ def synthetic_training_batch(
                 "instances": instances,
                 "sem_seg": sem_seg,
             }
+        )
+    return batch
+
+
+def synthetic_image_batch(sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Inference inputs: one :func:`synthetic_image` (seed = its index) per ``(H, W)``, as
+    ``image`` uint8 ``[3, H, W]`` with ``height``/``width``."""
+    batch = []
+    for seed, (height, width) in enumerate(sizes):
+        image = torch.from_numpy(synthetic_image(height, width, seed=seed))
+        batch.append(
+            {"image": image.permute(2, 0, 1).contiguous(), "height": height, "width": width}
         )
     return batch

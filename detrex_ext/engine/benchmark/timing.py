@@ -10,6 +10,7 @@ needed. Figures are reported as medians over the timed runs.
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import statistics
 import time
@@ -24,6 +25,7 @@ __all__ = [
     "NetworkTimer",
     "TrainingPhaseTimer",
     "alternate",
+    "load_average",
     "outputs_to_cpu",
     "peak_memory_mib",
     "release_memory",
@@ -198,3 +200,12 @@ def alternate(
             if on_round is not None:
                 on_round(run, name, seconds)
     return times, results
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages (None where the OS has none): timings on a
+    shared machine vary with it."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
