@@ -268,7 +268,14 @@ def test_official_comparison_gives_speed_ups_only_on_an_h200():
 @pytest.mark.slow
 def test_split_of_a_real_mask_dino_step_adds_up(tmp_path):
     """The Mask DINO demo config (resnet10t, width 64): the phase hooks fire in the real model
-    and the synchronised split adds up to about one step (CPU: no synchronisation at all)."""
+    (every phase is timed) and the three phases partition one step: their sum is the time of
+    the step they were marked in, measured around it. (The median split and the median whole
+    step come from different runs; on a loaded CPU they may differ by any factor, so they are
+    not compared.)"""
+    from detrex_ext.engine.benchmark import TrainingPhaseTimer
+    from detrex_ext.engine.train_loop import Trainer
+    from detrex_ext.utils.events import EventStorage
+
     output = tmp_path / "b.json"
     argv = ["--config-file", "maskdino/maskdino_demo_synthetic.py", "--device", "cpu"]
     argv += ["--skip-inference", "--train-size", "64", "--train-instances", "4,3"]
@@ -284,9 +291,20 @@ def test_split_of_a_real_mask_dino_step_adds_up(tmp_path):
     training = json.loads(output.read_text())["training"]["fp32"]
     phases = [training[k]["median_ms"] for k in ("forward", "backward", "optimizer")]
     assert all(ms > 0 for ms in phases)
-    step = training["step"]["median_ms"]
-    assert step / 3 < sum(phases) < 3 * step  # loose: 2 timed runs on a shared CPU
+    assert training["split_sum_ms"] == pytest.approx(sum(phases))
     assert math.isfinite(training["last_loss"]) and training["last_loss"] > 0
+
+    cfg = benchmark.load_config("maskdino/maskdino_demo_synthetic.py", reduced)
+    model = benchmark.build_model(cfg, None, "cpu").train()
+    batch = benchmark.synthetic_training_batch(2, 64, 5, (4, 3))
+    trainer = Trainer(model, iter([batch]), torch.optim.SGD(model.parameters(), lr=0.0))
+    phases = TrainingPhaseTimer(model, torch.device("cpu"))
+    trainer.register_hooks([phases])
+    with EventStorage(0) as trainer.storage:
+        start = time.perf_counter()
+        split = phases.measure(trainer.run_step)
+        elapsed = time.perf_counter() - start
+    assert all(seconds > 0 for seconds in split) and sum(split) <= elapsed
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from detrex_ext.layers import MLP, Conv2d, DenoisingQueryGenerator, inverse_sigm
 from .checkpoint import decoder_load_pre_hook
 from .decoder_layers import TransformerDecoder
 from .levels import flatten_levels
+from .mask_product import query_masks
 from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 
 __all__ = ["MaskDINODecoder"]
@@ -187,7 +188,7 @@ class MaskDINODecoder(nn.Module):
         outputs_mask = None
         if pred_mask:
             mask_embed = self.mask_embed(decoder_output)
-            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+            outputs_mask = query_masks(mask_embed, mask_features)
         return outputs_class, outputs_mask
 
     def pred_box(self, references: list[Tensor], hs: list[Tensor], ref0: Tensor | None) -> Tensor:
