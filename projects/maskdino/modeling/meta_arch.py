@@ -57,8 +57,9 @@ class MaskDINO(nn.Module):
             gradients. False leaves the submodules' own settings as configured.
         channels_last: run the convolutions of the backbone and the pixel decoder in the
             channels-last (NHWC) memory layout: their weights are converted here and the image
-            batch in `forward`. Faster on CPU (oneDNN) and under GPU autocast; the results equal
-            the NCHW ones up to rounding.
+            batch in `forward`. Faster on CPU (oneDNN); NHWC is also cuDNN's preferred layout
+            under autocast (GPU speed not measured here). The results equal the NCHW ones up to
+            rounding.
     """
 
     def __init__(
