@@ -71,3 +71,27 @@ def test_predictor_on_cpu_applies_the_policy(monkeypatch):
     monkeypatch.setattr(threads, "available_cpus", lambda: 1)
     Predictor(torch.nn.Linear(1, 1))
     assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("tool", ["train_net", "demo", "benchmark"])
+def test_launch_tools_make_openmp_threads_wait_passively(tool):
+    """The launch tools set OMP_WAIT_POLICY=PASSIVE before torch (and its OpenMP runtime) is
+    loaded, unless the user chose a wait policy or spin count."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    probe = (
+        "import os, runpy, sys\n"
+        f"runpy.run_path({str(root / 'tools' / (tool + '.py'))!r}, run_name='probe')\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    run = lambda extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True
+    )
+    assert run({}).stdout.split()[-2:] == ["PASSIVE", "None"]
+    assert run({"GOMP_SPINCOUNT": "1000"}).stdout.split()[-2:] == ["None", "1000"]
+    assert run({"OMP_WAIT_POLICY": "ACTIVE"}).stdout.split()[-2:] == ["ACTIVE", "None"]
