@@ -5,6 +5,9 @@
         --amp fp32,bf16 --compare official
     python tools/benchmark.py --config-file my_config.py --weights model.pth --height 256 --width 384 \\
         --train-batch 1 --train-size 256 --repeats 5 model.num_queries=100      # small, on CPU
+    python tools/benchmark.py --config-file maskdino_r50_coco_instance_seg_50ep --device cpu \\
+        --official-root ../MaskDINO --sizes "320x480,256x256;800x1216" \\
+        --train-sizes "256x320,256x256" --threads 2 --warmup 2 --repeats 5    # vs the official, CPU
 
 Defaults follow the recipe of the official code's H200 profile (the team note
 ``whole_model_profile.md``); every figure is the median over ``--repeats`` runs after ``--warmup``
@@ -37,9 +40,31 @@ maximum that includes everything the process held before (earlier stages and pre
 Prints a table (one column per precision, with ratios to the first) and writes every figure, the
 command line, device and versions as JSON (``--output``). ``--compare official`` adds the official
 code's H200 figures for the R50 instance, R50 panoptic and Swin-L instance configs.
+
+Side by side with the official code (``--official-root``, an exported IDEA-Research/MaskDINO tree
+with detectron2 importable; CPU): the official model of the same config is built with OUR weights
+(random init, or ``--weights``; the key names are the official ones) and both models run the same
+inputs in one process, alternating official / ours in every round (``--warmup`` untimed rounds,
+then ``--repeats`` timed ones; medians and the median of the per-round ratios). Each ``--sizes``
+batch (``;``-separated, images ``HxW`` comma-separated, synthetic) is timed in eval mode (model
+call end to end incl. post-processing, and compute only: time inside backbone + head); each
+``--train-sizes`` batch (rectangle instances, ``--train-instances``) is timed as a training step
+(forward incl. losses + backward, no optimizer step; the seed is reset before every step, so both
+draw the same random numbers). Outputs are checked: top-100 instance scores and classes, boxes,
+semantic maps; training losses. ``--threads`` sets torch's CPU threads (default: torch's own
+choice); the machine's load average is recorded, as timings on a shared machine vary.
 """
 
 from __future__ import annotations
+
+import os
+
+# Idle OpenMP worker threads sleep instead of spinning: on a CPU shared with other work, spinning
+# threads take the CPU from the threads they wait for and every parallel operator waits out
+# scheduler time slices (2 threads under load: demo iteration 0.3 s instead of 6-12 s). Only
+# takes effect before torch is loaded; OMP_WAIT_POLICY / GOMP_SPINCOUNT set by the user win.
+if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import argparse
 import json
@@ -51,12 +76,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tabulate import tabulate
 
 from detrex_ext.config import try_get_key
-from detrex_ext.engine.benchmark import benchmark_inference, benchmark_training, release_memory
+from detrex_ext.engine.benchmark import (
+    benchmark_inference,
+    benchmark_training,
+    format_side_by_side,
+    instance_counts,
+    load_average,
+    release_memory,
+    synthetic_image,
+    synthetic_training_batch,
+)
 from detrex_ext.engine.predictor import (
     AMP_DTYPES,
     Predictor,
@@ -67,107 +100,26 @@ from detrex_ext.engine.predictor import (
 )
 from detrex_ext.engine.runner import build_optimizer as build_config_optimizer
 from detrex_ext.engine.runner import clip_grad_params
-from detrex_ext.structures import Boxes, Instances
+from detrex_projects.maskdino.compare_official import compare_with_official
+from detrex_projects.maskdino.official import OFFICIAL_H200, official_figures
+from detrex_projects.maskdino.official import format_h200_comparison as format_official_comparison
 
 logger = logging.getLogger("benchmark")
 
 PRECISIONS = ("fp32", *sorted(AMP_DTYPES))  # fp32 = no autocast
 
-# The official Mask DINO (IDEA-Research/MaskDINO 3831d851 on detectron2 02b5c4e2, its compiled CUDA
-# deformable attention) on one NVIDIA H200, torch 2.11.0+cu130, random init, measured 2026-11-25:
-# the team note ``whole_model_profile.md``. Same recipe as this tool's defaults: training batch 2
-# at 1024x1024 with 12 and 7 rectangles, fp16 autocast + GradScaler, AdamW, clipping at 0.01;
-# inference batch 1 at 800x1216 in fp32. Times in ms, memory in GB as the note prints it (read
-# here as 10^9 bytes; the note does not say whether it means GiB).
-OFFICIAL_H200_RECIPE = {"train": (2, 1024, (12, 7)), "inference": (800, 1216)}
-OFFICIAL_H200 = {
-    "maskdino_r50_coco_instance_seg_50ep": {
-        "parameters": 52_058_004,
-        "training": {
-            "step": 455.0,
-            "forward": 271.0,
-            "backward": 183.0,
-            "optimizer": 9.0,
-            "peak_memory_gb": 11.9,
-        },
-        "inference": {"end_to_end": 58.7, "compute_only": 48.5, "peak_memory_gb": 4.9},
-    },
-    "maskdino_r50_coco_panoptic_seg_50ep": {
-        "parameters": 52_085_193,
-        "training": {"step": 363.0, "peak_memory_gb": 11.9},
-        "inference": {"end_to_end": 230.2, "compute_only": 45.0},
-    },
-    "maskdino_swinl_coco_instance_seg_50ep": {
-        "parameters": 222_799_144,
-        "training": {"step": 781.0, "peak_memory_gb": 44.0},
-        "inference": {"end_to_end": 169.8, "compute_only": 151.6},
-    },
-}
-OFFICIAL_PRECISION = {"training": "fp16 AMP", "inference": "fp32"}
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A deterministic HWC uint8 RGB image with smooth structure (upsampled noise)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, max(2, height // 32), max(2, width // 32), generator=generator)
-    image = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")
-    return (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-
-
-def instance_counts(counts: int | Sequence[int], batch_size: int) -> list[int]:
-    """Instances per image: one count for all images, or a list repeated cyclically over the batch
-    (``(12, 7)`` at batch 4 gives 12, 7, 12, 7; at batch 1 gives 12)."""
-    counts = [counts] if isinstance(counts, int) else list(counts)
-    if not counts or any(c < 0 for c in counts):
-        raise ValueError(f"instance counts must be a non-empty list of integers >= 0, got {counts}")
-    return [counts[i % len(counts)] for i in range(batch_size)]
-
-
-def synthetic_training_batch(
-    batch_size: int,
-    size: int,
-    num_classes: int,
-    instances_per_image: int | Sequence[int] = 6,
-    seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Model inputs with random rectangle instances and a matching sem_seg.
-
-    Each dict: ``image`` uint8 [3, size, size], ``height``/``width`` = size, ``instances`` with
-    ``gt_boxes`` [N, 4] (XYXY pixels), ``gt_classes`` [N] int64, ``gt_masks`` [N, size, size] bool
-    (the box's pixels), ``sem_seg`` [size, size] int64 (255 = unlabelled, later masks on top).
-    N per image: see :func:`instance_counts`.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    batch = []
-    for count in instance_counts(instances_per_image, batch_size):
-        image = torch.from_numpy(
-            synthetic_image(size, size, int(torch.randint(0, 10**6, (1,), generator=generator)))
-        ).permute(2, 0, 1)
-        corners = torch.randint(0, size - 8, (count, 2), generator=generator)
-        extents = torch.randint(8, max(9, size // 2), (count, 2), generator=generator)
-        boxes = torch.cat([corners, (corners + extents).clamp(max=size)], dim=1).float()
-        masks = torch.zeros(count, size, size, dtype=torch.bool)
-        for mask, (x0, y0, x1, y1) in zip(masks, boxes.long().tolist()):
-            mask[y0:y1, x0:x1] = True
-        classes = torch.randint(0, num_classes, (count,), generator=generator)
-        sem_seg = torch.full((size, size), 255, dtype=torch.long)
-        for mask, label in zip(masks, classes):
-            sem_seg[mask] = label
-        instances = Instances(
-            (size, size), gt_boxes=Boxes(boxes), gt_classes=classes, gt_masks=masks
-        )
-        batch.append(
-            {
-                "image": image,
-                "height": size,
-                "width": size,
-                "instances": instances,
-                "sem_seg": sem_seg,
-            }
-        )
-    return batch
+__all__ = [  # names the tests and users reach through this tool
+    "OFFICIAL_H200",
+    "Predictor",
+    "benchmark_inference",
+    "benchmark_training",
+    "instance_counts",
+    "load_config",
+    "main",
+    "official_figures",
+    "synthetic_image",
+    "synthetic_training_batch",
+]
 
 
 def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -261,83 +213,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join([head, tabulate(rows, headers=headers, floatfmt=".1f")])
 
 
-def official_figures(config: str) -> dict[str, Any] | None:
-    """The official H200 figures of a config (file path, packaged path or model name), or None."""
-    return OFFICIAL_H200.get(Path(str(config)).stem)
-
-
-def _recipe_differences(results: dict[str, Any]) -> list[str]:
-    differences = []
-    training, inference = results.get("training"), results.get("inference")
-    if training:
-        ours = (training["batch_size"], training["image_size"][0], training["image_size"][1])
-        batch, size, counts = OFFICIAL_H200_RECIPE["train"]
-        if ours != (batch, size, size) or tuple(training["instances_per_image"]) != counts:
-            differences.append(f"training batch {batch} @ {size}x{size} with {counts} instances")
-    if inference and tuple(results["inference_size"]) != OFFICIAL_H200_RECIPE["inference"]:
-        differences.append(f"inference at {_size(OFFICIAL_H200_RECIPE['inference'])}")
-    return differences
-
-
-def format_official_comparison(results: dict[str, Any]) -> str:
-    """The official code's H200 figures next to ours; speed-ups (official / ours; for memory:
-    how many times less we use) only when ours ran on an H200 with the same recipe."""
-    official = official_figures(results["config"])
-    precisions = results["precisions"]
-    on_cuda = results["device"].startswith("cuda")
-    differences = _recipe_differences(results)
-    ratios = "H200" in results["device_name"] and not differences
-    headers = ["figure", "official H200", *(f"ours {p}" for p in precisions)]
-    if ratios:
-        headers += [f"speed-up {p}" for p in precisions]
-    labels = {
-        "step": "training step (ms)",
-        "forward": "- forward incl. losses (ms)",
-        "backward": "- backward (ms)",
-        "optimizer": "- optimizer (ms)",
-        "end_to_end": "inference end to end (ms)",
-        "compute_only": "inference compute only (ms)",
-    }
-    rows = []
-    for section in ("training", "inference"):
-        if not results.get(section):
-            continue
-        for key, reference in official[section].items():
-            if key == "peak_memory_gb":
-                if not on_cuda:
-                    continue
-                label = f"{section} peak memory (GB)"
-                ours = [results[section][p]["peak_memory_mib"] * 2**20 / 1e9 for p in precisions]
-            else:
-                label = labels[key]
-                ours = [results[section][p][key]["median_ms"] for p in precisions]
-            row = [label, f"{reference:g} ({OFFICIAL_PRECISION[section]})", *ours]
-            if ratios:
-                row += [f"{reference / v:.2f}x" if v > 0 else "n/a" for v in ours]
-            rows.append(row)
-    lines = [
-        "official Mask DINO on one H200 (team note whole_model_profile.md) vs this run:",
-        tabulate(rows, headers=headers, floatfmt=".1f"),
-    ]
-    if ratios:
-        lines.append("speed-up = official / ours (for memory: how many times less we use)")
-    if "H200" not in results["device_name"]:
-        lines.append(
-            f"note: this run is on {results['device_name']}, not an H200: the official figures "
-            "are for reference only, no speed-up is computed"
-        )
-    if differences:
-        lines.append(f"note: the official recipe is {'; '.join(differences)}: no speed-up computed")
-    if results["parameters"] != official["parameters"]:
-        lines.append(
-            f"note: this model has {results['parameters']:,} parameters, the official "
-            f"{official['parameters']:,}: the configs differ (overrides?)"
-        )
-    elif results["overrides"]:
-        lines.append(f"note: config overrides were given: {' '.join(results['overrides'])}")
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- command line
 
 
@@ -366,6 +241,24 @@ def parse_instance_counts(text: str) -> tuple[int, ...]:
             f"expected comma-separated instance counts >= 0 (e.g. 12,7), got {text!r}"
         )
     return counts
+
+
+def parse_size_batches(text: str) -> list[list[tuple[int, int]]]:
+    """``"320x480,256x256;800x1216"`` -> ``[[(320, 480), (256, 256)], [(800, 1216)]]``."""
+    try:
+        batches = [
+            [tuple(int(v) for v in size.lower().split("x")) for size in batch.split(",")]
+            for batch in text.split(";")
+        ]
+        ok = all(len(s) == 2 and min(s) >= 16 for batch in batches for s in batch)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"expected batches of HxW image sizes >= 16, images separated by ',' and batches by "
+            f"';' (e.g. 320x480,256x256;800x1216), got {text!r}"
+        )
+    return batches
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,6 +297,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also print the official code's H200 figures (R50 instance, R50 panoptic, Swin-L "
         "instance configs) and, on an H200, the speed-ups",
+    )
+    parser.add_argument(
+        "--official-root",
+        type=Path,
+        default=None,
+        help="an exported IDEA-Research/MaskDINO tree (detectron2 importable): time the official "
+        "model side by side with ours on the CPU (same weights and inputs, alternating)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_size_batches,
+        default=None,
+        help="side by side: inference batches, e.g. '320x480,256x256;800x1216' (default: one "
+        "image of --height x --width)",
+    )
+    parser.add_argument(
+        "--train-sizes",
+        type=parse_size_batches,
+        default=None,
+        help="side by side: training batches, e.g. '256x320,256x256' (default: --train-batch "
+        "images of --train-size)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="side by side: also profile one inference call and one training step of each "
+        "model (torch.profiler: module shares, top operators)",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark.json"), help="JSON results file"
@@ -486,12 +407,18 @@ def main(argv: list[str] | None = None) -> int:
             f"--compare official: no official figures for {args.config_file!r}; known configs: "
             f"{', '.join(OFFICIAL_H200)}"
         )
+    if args.official_root is not None and str(args.device or "cpu") != "cpu":
+        parser.error("--official-root compares on the CPU: add --device cpu")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.msda_backend:
         from detrex_ext.layers import set_msda_backend
 
         set_msda_backend(args.msda_backend)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.official_root is not None:
+        device = torch.device("cpu")
     cfg = load_config(args.config_file, args.opts)
     weights = args.weights or released_model_name(args.config_file)
     torch.manual_seed(0)  # the same random initialisation in every run
@@ -500,12 +427,39 @@ def main(argv: list[str] | None = None) -> int:
     results["weights"] = weights
     results["parameters"] = sum(p.numel() for p in model.parameters())
     results["clip_grad"] = clip_grad_params(cfg)
-    results.update(run_benchmarks(args, cfg, model))
-    print(format_table(results))
+    results["threads"] = torch.get_num_threads()
+    results["load_average_start"] = load_average()
+    if args.official_root is not None:
+        args.sizes = args.sizes or [[(args.height, args.width)]]
+        args.train_sizes = (
+            []
+            if args.skip_training
+            else (args.train_sizes or [[(args.train_size, args.train_size)] * args.train_batch])
+        )
+        if args.skip_inference:
+            args.sizes = []
+        results["side_by_side"] = compare_with_official(
+            model,
+            args.config_file,
+            args.official_root,
+            sizes=args.sizes,
+            train_sizes=args.train_sizes,
+            train_instances=args.train_instances,
+            num_classes=int(try_get_key(cfg, "model.num_classes", default=2)),
+            warmup=args.warmup,
+            repeats=args.repeats,
+            profile=args.profile,
+        )
+        results["load_average_end"] = load_average()
+        print(format_side_by_side(results))
+    else:
+        results.update(run_benchmarks(args, cfg, model))
+        results["load_average_end"] = load_average()
+        print(format_table(results))
     if args.compare == "official":
         print(format_official_comparison(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2))
+    args.output.write_text(json.dumps(results, indent=2, default=str))
     print(f"results written to {args.output}")
     return 0
 

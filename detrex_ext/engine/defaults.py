@@ -19,6 +19,7 @@ from detrex_ext.utils import comm
 from detrex_ext.utils.env import collect_env_info, seed_all_rng
 from detrex_ext.utils.file_io import PathManager
 from detrex_ext.utils.logger import setup_logger
+from detrex_ext.utils.threads import configure_cpu_threads
 from detrex_ext.utils.writers import (
     CommonMetricPrinter,
     EventWriter,
@@ -74,7 +75,9 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace | None) -> None:
     4. save the config (with command-line overrides) as ``output_dir/config.yaml`` (rank 0);
     5. seed every generator with ``train.seed + rank`` (a fresh seed when negative);
     6. set ``cudnn.benchmark`` from ``train.cudnn_benchmark`` (not for ``--eval-only``);
-    7. fall back to the CPU when ``train.device`` is CUDA and there is none.
+    7. fall back to the CPU when ``train.device`` is CUDA and there is none;
+    8. limit torch's CPU threads to this process's share of the CPUs it may use
+       (:func:`~detrex_ext.utils.threads.configure_cpu_threads`; ``OMP_NUM_THREADS`` wins).
     """
     output_dir = try_get_key(cfg, "OUTPUT_DIR", "output_dir", "train.output_dir")
     rank = comm.get_rank()
@@ -115,6 +118,7 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace | None) -> None:
             try_get_key(cfg, "train.cudnn_benchmark", "CUDNN_BENCHMARK", default=False)
         )
     resolve_device(cfg)
+    configure_cpu_threads(processes_per_machine=comm.get_local_size())
 
 
 def apply_fast_dev_run(cfg: DictConfig) -> None:

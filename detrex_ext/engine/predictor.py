@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from detrex_ext.utils.image_io import ImageInput, load_image_rgb
+from detrex_ext.utils.threads import configure_cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,8 @@ class Predictor:
         check_score_threshold(score_threshold)
         check_top_k(top_k)
         self.model = model.eval()
+        if self.device.type == "cpu":
+            configure_cpu_threads()  # at most the CPUs this process may use
         self.augmentations = list(augmentations)
         self.input_format = input_format
         self.score_threshold = score_threshold

@@ -30,7 +30,8 @@ def point_sample(
     add_dim = point_coords.dim() == 3
     if add_dim:
         point_coords = point_coords.unsqueeze(2)
-    output = F.grid_sample(input, 2.0 * point_coords - 1.0, align_corners=align_corners, **kwargs)
+    grid = point_coords.mul(2.0).sub_(1.0)  # = 2 * point_coords - 1, without a second temporary
+    output = F.grid_sample(input, grid, align_corners=align_corners, **kwargs)
     return output.squeeze(3) if add_dim else output
 
 
@@ -83,9 +84,23 @@ def get_uncertain_point_coords_with_randomness(
     uncertainties = uncertainty_func(logits)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
-    index = torch.topk(uncertainties[:, 0, :], k=num_uncertain, dim=1)[1]
-    point_coords = torch.gather(candidates, 1, index[..., None].expand(-1, -1, 2))
+    # The order of the kept points does not matter (the losses average over points), so the
+    # top-k is not sorted (the same set, about half the time on CPU).
+    index = torch.topk(uncertainties[:, 0, :], k=num_uncertain, dim=1, sorted=False)[1]
+    point_coords = _gather_points(candidates, index)
     if num_random > 0:
         extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
         point_coords = torch.cat([point_coords, extra.to(point_coords.dtype)], dim=1)
     return point_coords
+
+
+def _gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``points[n, index[n, k]]``: ``[N, S, 2]`` points, ``[N, K]`` indices -> ``[N, K, 2]``.
+
+    fp32 (x, y) pairs are gathered as one 64-bit word each (a plain ``[N, K]`` gather instead of
+    an expanded ``[N, K, 2]`` one); the values are copied bit for bit either way.
+    """
+    if points.dtype == torch.float32 and points.is_contiguous():
+        pairs = points.view(torch.int64).squeeze(-1)  # [N, S]
+        return torch.gather(pairs, 1, index).unsqueeze(-1).view(torch.float32)
+    return torch.gather(points, 1, index[..., None].expand(-1, -1, 2))

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from detrex_ext.layers import (
@@ -98,3 +99,30 @@ def test_calculate_uncertainty():
     torch.testing.assert_close(
         calculate_uncertainty(torch.tensor([[-2.0, 0.5, 0.0]])), torch.tensor([[-2.0, -0.5, 0.0]])
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uncertain_points_are_the_most_uncertain_candidates(dtype):
+    """Brute force: replay the candidate draw, rank the candidates by uncertainty with a full
+    sort, and check the kept importance points are exactly the top ones (as a set: their order
+    is not specified) and the rest are the next fresh draws."""
+    logits = torch.randn(3, 1, 6, 7, dtype=dtype)
+    num_points, oversample, ratio = 16, 3.0, 0.75
+    coords = get_uncertain_point_coords_with_randomness(
+        logits,
+        calculate_uncertainty,
+        num_points,
+        oversample,
+        ratio,
+        torch.Generator().manual_seed(5),
+    )
+    replay = torch.Generator().manual_seed(5)
+    candidates = torch.rand(3, 48, 2, generator=replay).to(dtype)
+    extra = torch.rand(3, 4, 2, generator=replay).to(dtype)
+    scores = calculate_uncertainty(point_sample(logits, candidates))[:, 0]
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :12]
+    for n in range(3):
+        expected = {tuple(p) for p in candidates[n, order[n]].tolist()}
+        assert {tuple(p) for p in coords[n, :12].tolist()} == expected
+    assert torch.equal(coords[:, 12:], extra)
+    assert coords.dtype == dtype

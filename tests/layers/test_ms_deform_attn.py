@@ -85,12 +85,14 @@ def _with_border_points(locations, shapes):
     return locations
 
 
+@pytest.mark.parametrize("backend", ["pytorch", "gather"])
 @pytest.mark.parametrize("as_tensor", [False, True])
-def test_forward_matches_naive_loop_including_borders(as_tensor):
+def test_forward_matches_naive_loop_including_borders(as_tensor, backend, restore_backend):
     value, locations, weights = _inputs()
     locations = _with_border_points(locations, SHAPES)
     shapes = torch.tensor(SHAPES) if as_tensor else SHAPES
     start = torch.tensor(_level_start(SHAPES)) if as_tensor else None
+    set_msda_backend(backend)
     out = multi_scale_deformable_attn(value, shapes, start, locations, weights)
     assert out.shape == (2, 5, 8) and out.dtype == torch.float64
     torch.testing.assert_close(out, naive_msda(value, SHAPES, locations, weights))
@@ -295,12 +297,22 @@ def test_backend_selection_env_override_and_log(monkeypatch, caplog, restore_bac
     fake = types.SimpleNamespace(msda_forward=fake_forward, is_available=lambda: True)
     monkeypatch.setattr(msda_op, "_triton_module", lambda: fake)
 
-    # auto: CPU tensors stay on the PyTorch path even when Triton is available
+    # auto: CPU tensors stay on PyTorch paths even when Triton is available: grid_sample for
+    # heads of few channels (4 here), gather from 32 channels per head
     monkeypatch.setenv("DETREX_MSDA_BACKEND", "auto")
     with caplog.at_level(logging.INFO, logger=msda_op.__name__):
         out = multi_scale_deformable_attn(value, SHAPES, None, locations, weights)
     assert not calls and not torch.all(out == 7.0)
-    assert "PyTorch grid_sample" in caplog.text
+    assert "using the PyTorch grid_sample implementation" in caplog.text
+    wide = _inputs(batch=1, queries=2, head_dim=32, dtype=torch.float32)
+    with caplog.at_level(logging.INFO, logger=msda_op.__name__):
+        out = multi_scale_deformable_attn(wide[0], SHAPES, None, wide[1], wide[2])
+    assert not calls and "using the PyTorch gather implementation" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("DETREX_MSDA_BACKEND", "gather")
+    with caplog.at_level(logging.INFO, logger=msda_op.__name__):
+        multi_scale_deformable_attn(value, SHAPES, None, locations, weights)
+    assert "using the PyTorch gather implementation" in caplog.text
 
     # forcing triton (env var) routes through the backend with int64 shapes / start index
     monkeypatch.setenv("DETREX_MSDA_BACKEND", "triton")
@@ -350,3 +362,94 @@ def test_cuda_auto_backend_matches_pytorch_path(dtype, restore_backend):
     tol = 1e-3 if dtype == torch.float32 else 3e-2
     for ref, got in zip(results["pytorch"], results["auto"]):
         torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------- the CPU gather backend
+
+
+def _grads(backend, value, locations, weights, grad):
+    set_msda_backend(backend)
+    leaves = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
+    out = multi_scale_deformable_attn(leaves[0], SHAPES, None, leaves[1], leaves[2])
+    out.backward(grad)
+    return [out] + [leaf.grad for leaf in leaves]
+
+
+def test_gather_backend_equals_grid_sample_path_in_float64(restore_backend):
+    """Output and all three gradients of the gather formulation equal the grid_sample path's
+    (float64: only rounding differs), with points inside, on the border band and outside."""
+    value, locations, weights = _inputs(batch=2, queries=7, heads=2, head_dim=3, points=4)
+    grad = torch.randn(2, 7, 6, dtype=torch.float64)
+    reference = _grads("pytorch", value, locations, weights, grad)
+    gathered = _grads("gather", value, locations, weights, grad)
+    for name, got, ref in zip(("output", "value", "locations", "weights"), gathered, reference):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12, msg=name)
+    # exact border / pixel-centre points too (coordinates are rounded as grid_sample rounds
+    # them, so even the one-sided location gradient at an integer pixel coordinate agrees)
+    locations = _with_border_points(locations, SHAPES)
+    reference = _grads("pytorch", value, locations, weights, grad)
+    gathered = _grads("gather", value, locations, weights, grad)
+    for name, got, ref in zip(("output", "value", "locations", "weights"), gathered, reference):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12, msg=name)
+    # points far outside get no location gradient (their samples read zeros only)
+    far = torch.full_like(locations, 3.0)
+    outside = _grads("gather", value, far, weights, grad)
+    assert not outside[0].any() and not outside[2].any() and not outside[1].any()
+
+
+def test_gather_backend_float32_within_rounding_of_grid_sample(restore_backend):
+    """fp32: the output and value/weight gradients agree with the grid_sample path to rounding
+    (sums of at most L * P * 4 products of O(1) values)."""
+    value, locations, weights = _inputs(
+        batch=2, queries=16, heads=2, head_dim=8, points=4, dtype=torch.float32
+    )
+    grad = torch.randn(2, 16, 16)
+    reference = _grads("pytorch", value, locations, weights, grad)
+    gathered = _grads("gather", value, locations, weights, grad)
+    for got, ref in zip(gathered[:2] + gathered[3:], reference[:2] + reference[3:]):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gather_backend_non_finite_locations_read_zeros(restore_backend):
+    """NaN / inf locations fail the official kernel's bounds test and contribute nothing (the
+    grid_sample path returns NaN there); the other samples are unaffected."""
+    value, locations, weights = _inputs(batch=1, queries=3, dtype=torch.float32)
+    locations[0, 1, 0, 0, 0] = torch.tensor([float("nan"), 0.5])
+    locations[0, 2, 1, 1, 1] = torch.tensor([0.5, float("inf")])
+    set_msda_backend("gather")
+    out = multi_scale_deformable_attn(value, SHAPES, None, locations, weights)
+    clean_weights = weights.clone()
+    clean_weights[0, 1, 0, 0, 0] = 0.0
+    clean_weights[0, 2, 1, 1, 1] = 0.0
+    clean_locations = locations.nan_to_num(nan=0.5, posinf=0.5)
+    expected = naive_msda(value, SHAPES, clean_locations, clean_weights).float()
+    torch.testing.assert_close(out, expected)
+
+
+def test_gather_backend_int64_rows_give_the_same_result(monkeypatch, restore_backend):
+    """Inputs too large for int32 row indices switch to int64 (forced here by a tiny limit)."""
+    from detrex_ext.layers import ms_deform_attn_gather
+
+    value, locations, weights = _inputs(batch=2, queries=4)
+    grad = torch.randn(2, 4, 8, dtype=torch.float64)
+    small = _grads("gather", value, locations, weights, grad)
+    monkeypatch.setattr(ms_deform_attn_gather, "_INT32_LIMIT", 10)
+    rows = ms_deform_attn_gather._samples(locations, SHAPES, 2, torch.float64).rows
+    assert rows.dtype == torch.int64
+    large = _grads("gather", value, locations, weights, grad)
+    for a, b in zip(small, large):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_gather_backend_chunked_dots_cover_every_bag(monkeypatch, restore_backend):
+    """The backward's corner dot products run in chunks of bags; a chunk size that does not
+    divide the bag count gives the same gradients."""
+    from detrex_ext.layers import ms_deform_attn_gather
+
+    value, locations, weights = _inputs(batch=2, queries=5)
+    grad = torch.randn(2, 5, 8, dtype=torch.float64)
+    whole = _grads("gather", value, locations, weights, grad)
+    monkeypatch.setattr(ms_deform_attn_gather, "_DOT_CHUNK", 3)  # 2 * 5 * 2 = 20 bags
+    chunked = _grads("gather", value, locations, weights, grad)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -146,3 +146,58 @@ def test_inference_masks_only_for_the_last_layer(r50_reduced):
     assert dn_meta is None and outputs["pred_masks"] is not None
     assert all(aux["pred_masks"] is None for aux in outputs["aux_outputs"])
     assert outputs["interm_outputs"]["pred_masks"].shape[-2:] == (16, 16)
+
+
+def test_query_selection_boxes_equal_the_all_token_computation(r50_reduced):
+    """The box MLP runs on the Q selected tokens only; the interm boxes are those of the
+    official order of work (box MLP on every token plus its proposal, then the top-k rows)."""
+    predictor = r50_reduced.sem_seg_head.predictor
+    torch.manual_seed(0)
+    for layer in predictor._bbox_embed.layers:  # the official init zeroes the last layer
+        torch.nn.init.normal_(layer.weight, std=0.2)
+    shapes = [(8, 8), (4, 4), (2, 2), (1, 1)]
+    memory = torch.randn(2, sum(h * w for h, w in shapes), predictor.hidden_dim)
+    mask_features = torch.randn(2, predictor.mask_embed.layers[-1].out_features, 16, 16)
+    _, _, interm = predictor._select_queries(memory, shapes, mask_features)
+
+    output_memory, proposals = encoder_output_proposals(memory, shapes)
+    output_memory = predictor.enc_output_norm(predictor.enc_output(output_memory))
+    topk = predictor.class_embed(output_memory).max(-1)[0].topk(predictor.num_queries, dim=1)[1]
+    every_box = predictor._bbox_embed(output_memory) + proposals
+    expected = torch.gather(every_box, 1, topk[..., None].expand(-1, -1, 4)).sigmoid()
+    torch.testing.assert_close(interm["pred_boxes"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_gives_the_nchw_results_and_layout():
+    """model.channels_last converts the backbone / pixel-decoder conv weights to NHWC; the raw
+    outputs equal those of the NCHW model with the same weights up to float rounding (different
+    convolution kernels sum in a different order)."""
+    models = {}
+    for channels_last in (False, True):
+        cfg = load_config("maskdino_r50_coco_instance_seg_50ep", reduced=True)
+        cfg.model.channels_last = channels_last
+        torch.manual_seed(0)
+        models[channels_last] = instantiate(cfg.model).eval()
+    models[True].load_state_dict(models[False].state_dict())
+    conv = models[True].backbone.stem.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert models[False].backbone.stem.conv1.weight.is_contiguous()
+    image = (torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255).byte()
+    outputs = {}
+    for channels_last, model in models.items():
+        features = model.backbone(torch.zeros(1, 3, 8, 8))  # the backbone takes either layout
+        assert all(f.shape[0] == 1 for f in features.values())
+        with torch.no_grad():
+            outputs[channels_last] = model([{"image": image}])[0]["instances"]
+    ref, got = outputs[False], outputs[True]
+    ref_scores, ref_order = ref.scores.sort(descending=True)
+    got_scores, got_order = got.scores.sort(descending=True)
+    torch.testing.assert_close(got_scores, ref_scores, rtol=1e-4, atol=1e-5)
+    # classes and boxes by rank, where the rank is not a near-tie
+    gaps = (ref_scores[:-1] - ref_scores[1:]).abs()
+    clear = torch.cat([gaps[:1], torch.minimum(gaps[1:], gaps[:-1]), gaps[-1:]]) > 1e-4
+    assert clear.sum() > len(clear) // 2
+    for field in ("pred_classes", "pred_boxes"):
+        a, b = getattr(ref, field), getattr(got, field)
+        a, b = (a.tensor, b.tensor) if field == "pred_boxes" else (a, b)
+        torch.testing.assert_close(b[got_order][clear], a[ref_order][clear], rtol=1e-4, atol=1e-3)

@@ -22,6 +22,7 @@ from detrex_ext.layers import MLP, Conv2d, DenoisingQueryGenerator, inverse_sigm
 from .checkpoint import decoder_load_pre_hook
 from .decoder_layers import TransformerDecoder
 from .levels import flatten_levels
+from .mask_product import query_masks
 from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 
 __all__ = ["MaskDINODecoder"]
@@ -230,7 +231,7 @@ class MaskDINODecoder(nn.Module):
         outputs_mask = None
         if pred_mask:
             mask_embed = self.mask_embed(decoder_output)
-            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+            outputs_mask = query_masks(mask_embed, mask_features)
         return outputs_class, outputs_mask
 
     def pred_box(self, references: list[Tensor], hs: list[Tensor], ref0: Tensor | None) -> Tensor:
@@ -265,13 +266,15 @@ class MaskDINODecoder(nn.Module):
         output_memory, proposals = encoder_output_proposals(memory, spatial_shapes)
         output_memory = self.enc_output_norm(self.enc_output(output_memory))
         enc_class = self.class_embed(output_memory)
-        enc_coord = self._bbox_embed(output_memory) + proposals
         # Invalid (border) tokens are not excluded, as in the official code.
         topk = torch.topk(enc_class.max(-1)[0], self.num_queries, dim=1)[1]
-        refpoint_undetach = torch.gather(enc_coord, 1, topk.unsqueeze(-1).expand(-1, -1, 4))
         tgt_undetach = torch.gather(
             output_memory, 1, topk.unsqueeze(-1).expand(-1, -1, self.hidden_dim)
         )
+        # The box MLP works token by token: run it on the selected tokens only (the official code
+        # runs it on all S tokens and then keeps these Q rows).
+        proposals = torch.gather(proposals, 1, topk.unsqueeze(-1).expand(-1, -1, 4))
+        refpoint_undetach = self._bbox_embed(tgt_undetach) + proposals
         interm_class, interm_mask = self.forward_prediction_heads(tgt_undetach, mask_features)
         interm = {
             "pred_logits": interm_class,

@@ -106,7 +106,8 @@ class DeformableTransformerDecoderLayer(nn.Module):
             )
             tgt = self.norm1(tgt + self.dropout1(attn))
 
-            ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+            # in place: the fresh [B, Nq, d_ffn] product is not needed by anything else
+            ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt), inplace=True)))
             return self.norm3(tgt + self.dropout4(ffn))
 
 

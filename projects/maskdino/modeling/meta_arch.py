@@ -59,6 +59,11 @@ class MaskDINO(nn.Module):
             fewer activations and recomputes them in the backward, with the same losses and
             gradients. False leaves the submodules' own settings as configured.
         params: detrex's parameter bag (the values its config interpolates); unused.
+        channels_last: run the convolutions of the backbone and the pixel decoder in the
+            channels-last (NHWC) memory layout: their weights are converted here and the image
+            batch in `forward`. Faster on CPU (oneDNN); NHWC is also cuDNN's preferred layout
+            under autocast (GPU speed not measured here). The results equal the NCHW ones up to
+            rounding.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class MaskDINO(nn.Module):
         semantic_ce_loss: bool = False,
         activation_checkpointing: bool = False,
         params: Mapping | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -126,6 +132,12 @@ class MaskDINO(nn.Module):
                     "set_activation_checkpointing()); set it to False"
                 )
             logger.info("activation checkpointing on in: %s", ", ".join(switched))
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+            pixel_decoder = getattr(sem_seg_head, "pixel_decoder", None)
+            if pixel_decoder is not None:
+                pixel_decoder.to(memory_format=torch.channels_last)
         self.register_load_state_dict_pre_hook(_drop_non_persistent)
 
     def _check_num_classes(self) -> None:
@@ -180,7 +192,10 @@ class MaskDINO(nn.Module):
         images = [x["image"].to(self.device) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
         images = ImageList.from_tensors(images, self.size_divisibility)
-        features = self.backbone(images.tensor)
+        batch = images.tensor
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        features = self.backbone(batch)
 
         if self.training:
             targets = self.prepare_targets(batched_inputs, images)

@@ -90,7 +90,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
             src + pos, reference_points, src, spatial_shapes, level_start_index, None
         )
         src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        # in place: the fresh [B, S, d_ffn] product is not needed by anything else (its backward
+        # keeps only the input and weights), so no second [B, S, d_ffn] tensor is allocated
+        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout3(ffn))
 
 

@@ -142,4 +142,6 @@ model = L(MaskDINO)(
     # encoder/decoder layers in the backward (same losses and gradients, one more forward of
     # those parts per step); it turns on every submodule that supports it.
     activation_checkpointing=False,
+    # Backbone and pixel-decoder convolutions in the NHWC layout (faster on CPU).
+    channels_last=True,
 )
