@@ -18,7 +18,8 @@ project calls the op; shapes given only as a tensor raise a clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from detrex_ext.layers import multi_scale_deform_attn_op  # noqa: F401  (defines
 
 __all__ = [
     "MSDA_LOWERINGS",
+    "lowered_deformable_attention",
     "msda_decomposition_table",
     "msda_gather",
     "msda_grid_sample",
@@ -166,3 +168,36 @@ def msda_decomposition_table(lowering: str) -> dict:
             f"{', '.join(MSDA_LOWERINGS)}"
         )
     return {torch.ops.detrex_ext.ms_deform_attn.default: _LOWERINGS[lowering]}
+
+
+@contextlib.contextmanager
+def lowered_deformable_attention(lowering: str) -> Iterator[None]:
+    """Within the block, ``MultiScaleDeformableAttention`` calls the lowering instead of the op.
+
+    Tracing then records the lowering directly, which spares the second trace that
+    ``run_decompositions`` costs (as long as the first). Only the call site in
+    ``detrex_ext.layers.multi_scale_deform_attn`` is swapped, for the duration of the block;
+    calls with tensor spatial shapes keep the op (``msda_decomposition_table`` lowers those).
+    """
+    from detrex_ext.layers import multi_scale_deform_attn as call_site
+
+    if lowering not in _LOWERINGS:
+        raise ValueError(
+            f"unknown lowering {lowering!r}; choose one of {', '.join(MSDA_LOWERINGS)}"
+        )
+    op_call = call_site.multi_scale_deformable_attn
+    lowered = _LOWERINGS[lowering]
+
+    def call(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        if isinstance(spatial_shapes, torch.Tensor):
+            return op_call(
+                value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+            )
+        hint = [int(side) for hw in spatial_shapes for side in hw]
+        return lowered(value, None, None, sampling_locations, attention_weights, hint)
+
+    call_site.multi_scale_deformable_attn = call
+    try:
+        yield
+    finally:
+        call_site.multi_scale_deformable_attn = op_call

@@ -110,3 +110,22 @@ def test_exported_program_has_the_lowering_instead_of_the_op(lowering):
     assert any("grid_sampler" in t for t in targets) == (lowering == "grid_sample")
     with torch.no_grad():
         torch.testing.assert_close(lowered.module()(*args), module(*args), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lowering", list(LOWERINGS))
+def test_call_site_swap_traces_the_lowering_and_restores_the_op(lowering):
+    from detrex_ext.export.msda import lowered_deformable_attention
+    from detrex_ext.layers import multi_scale_deform_attn as call_site
+
+    torch.manual_seed(0)
+    module = _Attention().eval()
+    tokens = sum(h * w for h, w in SHAPES)
+    args = (torch.randn(2, 5, 8), torch.rand(2, 5, 4, 2), torch.randn(2, tokens, 8))
+    with lowered_deformable_attention(lowering):
+        program = torch.export.export(module, args, strict=False)
+    assert call_site.multi_scale_deformable_attn is multi_scale_deformable_attn
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any("ms_deform_attn" in t for t in targets)
+    assert any("grid_sampler" in t for t in targets) == (lowering == "grid_sample")
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(*args), module(*args), atol=2e-6, rtol=1e-5)
