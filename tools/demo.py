@@ -11,6 +11,10 @@ released checkpoint) or a packaged path such as ``maskdino/<name>.py``. ``--weig
 http(s) URL or a released model name. Trailing ``key=value`` arguments override config values.
 Each input image gives ``<output>/<image name>.png`` (``--output x.png`` with a single input writes
 that file); ``--save-json`` also writes the instances as ``<image name>.json``.
+
+``--onnx model.onnx`` runs a file written by ``tools/export_model.py`` with ONNX Runtime instead
+(PyTorch is not imported; the file carries its classes, input size and thresholds, so
+``--config-file`` is optional and, when given, must be the config the file was exported from).
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from detrex_ext.engine.predictor import AMP_DTYPES, Predictor, add_model_arguments
+from detrex_ext.utils.cli import add_model_arguments
 from detrex_ext.utils.image_io import load_image_rgb
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("demo")
 
+AMP_CHOICES = ("bf16", "fp16")  # detrex_ext.engine.predictor.AMP_DTYPES (imports torch)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _OVERRIDE = re.compile(r"^[~+]*[A-Za-z_][\w.\[\]-]*(=|$)")
 
@@ -68,7 +73,8 @@ def instances_to_json(instances) -> list[dict]:
     """Boxes (xyxy, pixels), scores and classes of predicted instances, for ``--save-json``."""
     fields = instances.get_fields()
     count = len(instances)
-    boxes = fields["pred_boxes"].tensor.tolist() if "pred_boxes" in fields else [None] * count
+    boxes = fields.get("pred_boxes")
+    boxes = getattr(boxes, "tensor", boxes).tolist() if boxes is not None else [None] * count
     scores = fields["scores"].tolist() if "scores" in fields else [None] * count
     classes = fields["pred_classes"].tolist() if "pred_classes" in fields else [None] * count
     return [
@@ -89,7 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_arguments(parser, weights="checkpoint path, http(s) URL or released model name")
+    add_model_arguments(
+        parser,
+        weights="checkpoint path, http(s) URL or released model name",
+        config_required=False,
+    )
+    parser.add_argument(
+        "--onnx",
+        type=Path,
+        default=None,
+        help="run this exported ONNX file with ONNX Runtime (no PyTorch) instead of the config",
+    )
     parser.add_argument("--input", nargs="+", required=True, help="images and/or folders of images")
     parser.add_argument(
         "--output",
@@ -104,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=None, help="draw at most this many instances per image"
     )
     parser.add_argument(
-        "--amp", choices=sorted(AMP_DTYPES), default=None, help="run the model under autocast"
+        "--amp", choices=AMP_CHOICES, default=None, help="run the model under autocast"
     )
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity")
     parser.add_argument("--no-boxes", action="store_true", help="draw masks only")
@@ -113,8 +129,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_predictor(args: argparse.Namespace, overrides: list[str]):
+    """The ONNX predictor (``--onnx``) or the PyTorch Predictor, and the drawing metadata."""
+    if args.onnx is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--weights", args.weights),
+                ("--device", args.device),
+                ("--amp", args.amp),
+                ("config overrides", overrides),
+            )
+            if value
+        ]
+        if given:
+            raise ValueError(
+                f"--onnx runs the exported file as it is: {', '.join(given)} cannot apply (export "
+                "again with tools/export_model.py to change the weights or the config)"
+            )
+        from detrex_ext.export import OnnxPredictor
+
+        predictor = OnnxPredictor(
+            args.onnx,
+            config=args.config_file,
+            score_threshold=args.score_thresh,
+            top_k=args.top_k,
+        )
+        return predictor, predictor.class_metadata
+    from detrex_ext.engine.predictor import Predictor
+
+    predictor = Predictor.from_config(
+        args.config_file,
+        args.weights,
+        overrides=overrides,
+        device=args.device,
+        score_threshold=args.score_thresh,
+        top_k=args.top_k,
+        amp=args.amp,
+    )
+    return predictor, predictor.metadata
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config_file is None and args.onnx is None:
+        parser.error("--config-file is required (or --onnx with an exported model)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         inputs, overrides = split_inputs_and_overrides(args.input)
@@ -125,22 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print("error: no input images found", file=sys.stderr)
         return 1
-    predictor = Predictor.from_config(
-        args.config_file,
-        args.weights,
-        overrides=[*overrides, *args.opts],
-        device=args.device,
-        score_threshold=args.score_thresh,
-        top_k=args.top_k,
-        amp=args.amp,
-    )
+    try:
+        predictor, metadata = build_predictor(args, [*overrides, *args.opts])
+    except (ValueError, ImportError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     for image_path in images:
         image = load_image_rgb(image_path)
         start = time.perf_counter()
         outputs = predictor(image)
         seconds = time.perf_counter() - start
-        visualizer = Visualizer(image, predictor.metadata, alpha=args.alpha)
-        instances = outputs["instances"].to("cpu") if "instances" in outputs else None
+        visualizer = Visualizer(image, metadata, alpha=args.alpha)
+        instances = outputs.get("instances")
+        if hasattr(instances, "to"):  # PyTorch Instances
+            instances = instances.to("cpu")
         if "panoptic_seg" in outputs:  # the most complete picture when a model gives several
             visualizer.draw_panoptic_seg(*outputs["panoptic_seg"])
         elif instances is not None:
