@@ -5,6 +5,10 @@
         --amp fp32,bf16 --compare official
     python tools/benchmark.py --config-file my_config.py --weights model.pth --height 256 --width 384 \\
         --train-batch 1 --train-size 256 --repeats 5 model.num_queries=100      # small, on CPU
+    python tools/benchmark.py --config-file maskdino_r50_coco_instance_seg_50ep --device cpu \\
+        --backend eager,onnxruntime,torch_export --threads 2 --repeats 10  # exported backends
+
+``--backend`` measures inference backends instead: see ``detrex_ext.export.benchmark``.
 
 Defaults follow the recipe of the official code's H200 profile (the team note
 ``whole_model_profile.md``); every figure is the median over ``--repeats`` runs after ``--warmup``
@@ -67,6 +71,7 @@ from detrex_ext.engine.predictor import (
 )
 from detrex_ext.engine.runner import build_optimizer as build_config_optimizer
 from detrex_ext.engine.runner import clip_grad_params
+from detrex_ext.export.benchmark import add_backend_arguments, run_backend_benchmark
 from detrex_ext.structures import Boxes, Instances
 
 logger = logging.getLogger("benchmark")
@@ -408,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark.json"), help="JSON results file"
     )
+    add_backend_arguments(parser)
     return parser
 
 
@@ -500,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     results["weights"] = weights
     results["parameters"] = sum(p.numel() for p in model.parameters())
     results["clip_grad"] = clip_grad_params(cfg)
+    if args.backend:  # exported backends (ONNX Runtime, torch.export) against eager, on CPU
+        results["backends"] = run_backend_benchmark(args, model)
+        args.output.write_text(json.dumps(results, indent=2))
+        return 0
     results.update(run_benchmarks(args, cfg, model))
     print(format_table(results))
     if args.compare == "official":
