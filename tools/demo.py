@@ -129,45 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_predictor(args: argparse.Namespace, overrides: list[str]):
-    """The ONNX predictor (``--onnx``) or the PyTorch Predictor, and the drawing metadata."""
-    if args.onnx is not None:
-        given = [
-            flag
-            for flag, value in (
-                ("--weights", args.weights),
-                ("--device", args.device),
-                ("--amp", args.amp),
-                ("config overrides", overrides),
-            )
-            if value
-        ]
-        if given:
-            raise ValueError(
-                f"--onnx runs the exported file as it is: {', '.join(given)} cannot apply (export "
-                "again with tools/export_model.py to change the weights or the config)"
-            )
-        from detrex_ext.export import OnnxPredictor
-
-        predictor = OnnxPredictor(
-            args.onnx,
-            config=args.config_file,
-            score_threshold=args.score_thresh,
-            top_k=args.top_k,
+def onnx_predictor(args: argparse.Namespace, overrides: list[str]):
+    """``--onnx``: the PyTorch-free predictor of the exported file, and its drawing metadata."""
+    given = [
+        flag
+        for flag, value in (
+            ("--weights", args.weights),
+            ("--device", args.device),
+            ("--amp", args.amp),
+            ("config overrides", overrides),
         )
-        return predictor, predictor.class_metadata
-    from detrex_ext.engine.predictor import Predictor
+        if value
+    ]
+    if given:
+        raise ValueError(
+            f"--onnx runs the exported file as it is: {', '.join(given)} cannot apply (export "
+            "again with tools/export_model.py to change the weights or the config)"
+        )
+    from detrex_ext.export import OnnxPredictor
 
-    predictor = Predictor.from_config(
-        args.config_file,
-        args.weights,
-        overrides=overrides,
-        device=args.device,
-        score_threshold=args.score_thresh,
-        top_k=args.top_k,
-        amp=args.amp,
+    predictor = OnnxPredictor(
+        args.onnx, config=args.config_file, score_threshold=args.score_thresh, top_k=args.top_k
     )
-    return predictor, predictor.metadata
+    return predictor, predictor.class_metadata
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,11 +169,25 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print("error: no input images found", file=sys.stderr)
         return 1
-    try:
-        predictor, metadata = build_predictor(args, [*overrides, *args.opts])
-    except (ValueError, ImportError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.onnx is not None:
+        try:
+            predictor, metadata = onnx_predictor(args, [*overrides, *args.opts])
+        except (ValueError, ImportError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    else:
+        from detrex_ext.engine.predictor import Predictor
+
+        predictor = Predictor.from_config(
+            args.config_file,
+            args.weights,
+            overrides=[*overrides, *args.opts],
+            device=args.device,
+            score_threshold=args.score_thresh,
+            top_k=args.top_k,
+            amp=args.amp,
+        )
+        metadata = predictor.metadata
     for image_path in images:
         image = load_image_rgb(image_path)
         start = time.perf_counter()

@@ -134,3 +134,68 @@ def test_the_onnx_runtime_imports_no_torch():
         "import onnxruntime"
     )
     assert "onnxruntime" in loaded and "torch" not in loaded
+
+
+def _ir_model(nodes, inputs, outputs, initializers=()):
+    import onnx_ir as ir
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return ir.serde.deserialize_model(proto)
+
+
+def test_opset_17_rewrites_the_operators_changed_in_18(tmp_path):
+    import onnx_ir as ir
+
+    from detrex_ext.export.onnx_opset import to_opset_17
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 4])
+    model = _ir_model(
+        [
+            helper.make_node("ReduceMax", ["x", "axes"], ["m"], keepdims=1),
+            helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3),
+            helper.make_node("Pad", ["x", "pads"], ["p"]),
+        ],
+        [x],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+            for name, shape in [
+                ("m", [2, 6, 1]),
+                ("a", [2, 2, 4]),
+                ("b", [2, 2, 4]),
+                ("c", [2, 2, 4]),
+                ("p", [2, 8, 4]),
+            ]
+        ],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [1], [2]),
+            helper.make_tensor("pads", TensorProto.INT64, [6], [0, 1, 0, 0, 1, 0]),
+        ],
+    )
+    to_opset_17(model)
+    proto = ir.serde.serialize_model(model)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [17]
+    import onnxruntime
+
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    data = np.random.default_rng(0).normal(size=(2, 6, 4)).astype(np.float32)
+    m, a, b, c, p = onnxruntime.InferenceSession(str(path)).run(None, {"x": data})
+    np.testing.assert_array_equal(m, data.max(2, keepdims=True))
+    for part, expected in zip((a, b, c), np.split(data, 3, axis=1)):
+        np.testing.assert_array_equal(part, expected)
+    np.testing.assert_array_equal(p, np.pad(data, ((0, 0), (1, 1), (0, 0))))
+
+
+def test_opset_17_refuses_operators_new_in_18():
+    from detrex_ext.export.onnx_opset import to_opset_17
+
+    x = helper.make_tensor_value_info("x", TensorProto.INT32, [4])
+    model = _ir_model(
+        [helper.make_node("BitwiseNot", ["x"], ["y"])],
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [4])],
+    )
+    with pytest.raises(ValueError, match="BitwiseNot.*new or changed in opset 18; use 18"):
+        to_opset_17(model)

@@ -68,8 +68,12 @@ def test_inputs_of_any_kind_and_size(onnx_file, tmp_path):
         np.testing.assert_allclose(
             result["instances"].scores, single["instances"].scores, atol=1e-5
         )
-    # 40x50 is upsized by the config's resize, then scaled into the canvas: 64x80 + padding
-    assert predictor.preprocess(str(path))[1]["resized_h"] == 64
+    # 40x50 is upsized by the config's resize, then scaled into the canvas: 64x80, and padded
+    # with the pixel mean (about 0 after the graph's normalisation)
+    canvas, sizes = predictor.preprocess(str(path))
+    assert (sizes["resized_h"], sizes["resized_w"]) == (64, 80)
+    assert predictor.metadata["input"]["pad_value"] == [124, 116, 104]
+    assert (canvas[:, :, 80:] == np.array([124, 116, 104])[:, None, None]).all()
 
 
 def test_run_refuses_other_shapes_and_the_wrong_config(onnx_file):
