@@ -136,11 +136,14 @@ def build_for_export(
     mask_format: str = "prob",
 ) -> tuple[Any, torch.nn.Module, torch.nn.Module, str | None]:
     """``(cfg, model, adapter, weights)``: the config's model on the CPU in eval mode with its
-    weights loaded, and its export adapter. Raises for models without ``export_adapter``."""
+    weights loaded (without weights: the random initialisation of seed 0), and its export
+    adapter. Raises for models without ``export_adapter``."""
     from detrex_ext.engine.predictor import build_model, load_config, released_model_name
 
     cfg = load_config(config, overrides)
     weights = weights or released_model_name(config)
+    if weights is None:
+        torch.manual_seed(0)  # the same random initialisation in every export (and its check)
     model = build_model(cfg, weights, "cpu")
     make_adapter = getattr(model, "export_adapter", None)
     if make_adapter is None:

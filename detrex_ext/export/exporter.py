@@ -226,19 +226,9 @@ def export_onnx(
     if program is None:
         program = export_program(adapter, (height, width), msda=msda)
     # torch's ONNX translations target opset 18; other opsets are converted from it
-    onnx_program = torch.onnx.export(
-        program,
-        (sample_images(2, height, width),),
-        input_names=list(adapter.input_names),
-        output_names=list(adapter.output_names),
-        opset_version=max(opset, 18),
-        dynamo=True,
-        optimize=optimize == "full",
-        verbose=False,
-    )
+    with _quiet("onnx_ir", "onnxscript"):
+        onnx_program, weight_bytes = _translate(program, adapter, (height, width), opset, optimize)
     model = onnx_program.model
-    if optimize == "fast":
-        _fast_optimize(model)
     fixed = _register_dangling_constants(model.graph)
     if fixed:
         logger.debug("registered %d constants the optimiser left unregistered", fixed)
@@ -247,9 +237,6 @@ def export_onnx(
         model.metadata_props[METADATA_KEY] = json.dumps(metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    weight_bytes = sum(
-        v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
-    )
     if opset < 18:
         to_opset_17(model)
     if weight_bytes > _EXTERNAL_DATA_BYTES:  # the weights go to "<name>.data" beside the file
@@ -257,6 +244,40 @@ def export_onnx(
         onnx.checker.check_model(str(path), full_check=True)
         return path
     return _save_checked(onnx_program, path)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str):
+    """Only warnings and errors from these loggers (the ONNX passes log every step at INFO)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def _translate(program, adapter, size, opset: int, optimize: str):
+    """The ONNXProgram of ``program`` (opset 18 or above) after the chosen optimisation, and
+    the bytes of its weights."""
+    onnx_program = torch.onnx.export(
+        program,
+        (sample_images(2, *size),),
+        input_names=list(adapter.input_names),
+        output_names=list(adapter.output_names),
+        opset_version=max(opset, 18),
+        dynamo=True,
+        optimize=optimize == "full",
+        verbose=False,
+    )
+    if optimize == "fast":
+        _fast_optimize(onnx_program.model)
+    initializers = onnx_program.model.graph.initializers.values()
+    weight_bytes = sum(v.const_value.nbytes for v in initializers if v.const_value is not None)
+    return onnx_program, weight_bytes
 
 
 def _save_checked(model, path: Path) -> Path:
