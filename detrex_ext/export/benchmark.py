@@ -46,11 +46,10 @@ def parse_backends(text: str) -> list[str]:
     return names
 
 
-def _onnx_runner(adapter, size, msda: str, threads: int | None, folder: Path) -> Callable:
+def _onnx_runner(path: Path, threads: int | None) -> Callable:
     from .deps import require
 
     ort = require("onnxruntime", "The onnxruntime benchmark")
-    path = export_onnx(adapter, size, folder / f"model_{msda}.onnx", msda=msda)
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1
     if threads is not None:
@@ -87,8 +86,12 @@ def benchmark_backends(
     warmup: int = 2,
     repeats: int = 10,
     msda: Sequence[str] = ("grid_sample",),
+    onnx_files: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Time each backend on one ``height x width`` image; the exported ones once per lowering.
+
+    ``onnx_files`` (lowering -> file) times existing exports of this model at this size instead
+    of exporting it again.
 
     Returns:
         ``{"threads", "size", "backends": {name: {"median_ms", "min_ms", "runs_ms",
@@ -109,8 +112,11 @@ def benchmark_backends(
                 if backend == "eager":
                     runners[name] = _eager_runner(model)
                 elif backend == "onnxruntime":
-                    size = (height, width)
-                    runners[name] = _onnx_runner(adapter, size, lowering, threads, Path(folder))
+                    path = (onnx_files or {}).get(lowering)
+                    if path is None:
+                        path = Path(folder) / f"model_{lowering}.onnx"
+                        export_onnx(adapter, (height, width), path, msda=lowering)
+                    runners[name] = _onnx_runner(path, threads)
                 else:
                     runners[name] = _program_runner(adapter, (height, width), lowering)
                 export_seconds[name] = time.perf_counter() - start

@@ -175,7 +175,8 @@ def verify_export(
         adapter: the model's export adapter (same weights as the file).
         path: the ``.onnx`` or ``.pt2`` file.
         images: uint8 ``[B, 3, H, W]`` at the exported size (default: 2 generated images).
-        delta: decisions of the eager model within this of a tie exempt the checks they affect.
+        delta: a figure missing its tolerance is excused where an eager decision affecting it is
+            within this of a tie.
     """
     from .exporter import sample_images
 
