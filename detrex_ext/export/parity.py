@@ -51,6 +51,9 @@ def matched_rows_max_diff(
     return diffs, bool((order == identity).all())
 
 
+_CLOSE = 0.01  # box (normalised) and score differences under which masks decide the matching
+
+
 @dataclass
 class InstanceParity:
     """Instance sets compared after one-to-one matching (same class required)."""
@@ -82,7 +85,7 @@ def compare_instances(
 
     Returns:
         an :class:`InstanceParity`; pairs are matched by class, then by the smallest normalised
-        box plus score difference.
+        box plus score difference, and among pairs within 0.01 of each other also by mask IoU.
     """
     sets = []
     for outputs in (reference, candidate):
@@ -106,7 +109,14 @@ def compare_instances(
     box_diff = np.abs(ref["boxes"][:, None] / scale - cand["boxes"][None] / scale).max(-1)
     score_diff = np.abs(ref["scores"][:, None] - cand["scores"][None])
     same_class = ref["classes"][:, None] == cand["classes"][None]
-    cost = np.where(same_class, box_diff + score_diff, 1e6)
+    # Near-duplicate instances (same class, almost the same box and score: common with random
+    # weights) are told apart by their masks; only such close pairs get a mask IoU.
+    close = same_class & (box_diff < _CLOSE) & (score_diff < _CLOSE)
+    mask_cost = np.ones_like(box_diff)
+    for i, j in zip(*np.nonzero(close)):
+        mask_cost[i, j] = 1.0 - _mask_iou(ref["masks"][i], cand["masks"][j])
+    cost = np.where(close, mask_cost, 10.0) + box_diff + score_diff
+    cost = np.where(same_class, cost, 1e6)
     rows, cols = linear_sum_assignment(cost)
     pairs = [(int(r), int(c)) for r, c in zip(rows, cols) if same_class[r, c]]
     parity.pairs = pairs
