@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mask-format",
-        choices=["prob", "binary"],
-        default="prob",
-        help="instance masks as probabilities (float) or thresholded (bool, 4x smaller)",
+        choices=["logits", "prob", "binary"],
+        default="logits",
+        help="instance masks as logits (mask = logit > 0; the default), probabilities, or "
+        "thresholded (bool, 4x smaller)",
     )
     parser.add_argument("--verify", action="store_true", help="check the file against eager")
     parser.add_argument(

@@ -133,7 +133,7 @@ def build_for_export(
     overrides: Sequence[str] = (),
     *,
     postprocess: bool = True,
-    mask_format: str = "prob",
+    mask_format: str = "logits",
 ) -> tuple[Any, torch.nn.Module, torch.nn.Module, str | None]:
     """``(cfg, model, adapter, weights)``: the config's model on the CPU in eval mode with its
     weights loaded (without weights: the random initialisation of seed 0), and its export
@@ -201,7 +201,7 @@ class PreparedExport:
         }
         metadata["outputs"].update(
             postprocess=described.get("postprocess", True),
-            mask_format=described.get("mask_format", "prob"),
+            mask_format=described.get("mask_format", "logits"),
             tasks=described.get("tasks", {}),
             thresholds=described.get("thresholds", {}),
         )
@@ -251,7 +251,7 @@ def prepare_export(
     *,
     input_size: Sequence[int] | None = None,
     postprocess: bool = True,
-    mask_format: str = "prob",
+    mask_format: str = "logits",
     overrides: Sequence[str] = (),
 ) -> PreparedExport:
     """Build and load a config's model for export; checks the input size up front."""
@@ -290,7 +290,7 @@ def export_model(
     msda: str | None = "grid_sample",
     input_size: Sequence[int] | None = None,
     postprocess: bool = True,
-    mask_format: str = "prob",
+    mask_format: str = "logits",
     optimize: str = "fast",
     overrides: Sequence[str] = (),
 ) -> ExportResult:
@@ -308,7 +308,7 @@ def export_model(
         input_size: ``(H, W)`` of the graph input, multiples of the backbone stride; default:
             the test resize's short edge by 1.5 times it (800x1216 for the COCO configs).
         postprocess: final predictions in the graph (default), else the raw outputs.
-        mask_format: instance masks as ``prob`` (float) or ``binary`` (bool).
+        mask_format: instance masks as ``logits`` (float), ``prob`` (float) or ``binary``.
         optimize: ONNX graph optimisation, ``fast``, ``full`` or ``none``.
         overrides: ``key=value`` config overrides.
     """

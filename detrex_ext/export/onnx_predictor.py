@@ -36,7 +36,7 @@ from .deps import require
 from .image_ops import prepare_image, resize_bilinear, resize_nearest
 from .metadata import METADATA_KEY, check_config, parse_metadata
 
-__all__ = ["InstancePredictions", "OnnxPredictor", "map_outputs"]
+__all__ = ["InstancePredictions", "OnnxPredictor", "map_outputs", "mask_threshold"]
 
 
 class InstancePredictions:
@@ -71,6 +71,13 @@ class InstancePredictions:
         return f"InstancePredictions(num_instances={len(self)}, image_size={self.image_size})"
 
 
+def mask_threshold(metadata: dict[str, Any]) -> float:
+    """The threshold of the file's float instance masks: 0 for logits, 0.5 for probabilities."""
+    if metadata["outputs"].get("mask_format") == "logits":
+        return 0.0
+    return metadata["outputs"].get("thresholds", {}).get("mask_threshold", 0.5)
+
+
 def _instances(out, sizes, metadata, threshold, top_k) -> InstancePredictions:
     valid = out["instance_valid"].astype(bool)
     scores = out["instance_scores"][valid]
@@ -85,9 +92,9 @@ def _instances(out, sizes, metadata, threshold, top_k) -> InstancePredictions:
     masks = out["instance_masks"][valid][order][:, :rh, :rw]
     if masks.dtype == np.bool_:
         masks = resize_nearest(masks, (height, width))
-    else:  # probabilities: resized, then thresholded (smooth edges when upsampling)
-        mask_threshold = metadata["outputs"].get("thresholds", {}).get("mask_threshold", 0.5)
-        masks = resize_bilinear(masks.astype(np.float32), (height, width)) > mask_threshold
+    else:  # logits or probabilities: resized, then thresholded (smooth edges when upsampling)
+        threshold = mask_threshold(metadata)
+        masks = resize_bilinear(masks.astype(np.float32), (height, width)) > threshold
     return InstancePredictions(
         (height, width),
         pred_boxes=boxes,

@@ -73,15 +73,19 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare_instances(
-    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], image_size: Sequence[int]
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    image_size: Sequence[int],
+    mask_threshold: float = 0.5,
 ) -> InstanceParity:
     """Match two instance sets and measure the matched pairs.
 
     Args:
         reference, candidate: ``instance_scores [N]``, ``instance_classes [N]``,
             ``instance_boxes [N, 4]`` (xyxy pixels), ``instance_masks [N, H, W]`` (bool, or
-            probabilities thresholded at 0.5) and optionally ``instance_valid [N]``.
+            floats thresholded: ``> mask_threshold``) and optionally ``instance_valid [N]``.
         image_size: ``(H, W)`` for normalising the boxes.
+        mask_threshold: for float masks (0.5 for probabilities, 0 for logits).
 
     Returns:
         an :class:`InstanceParity`; pairs are matched by class, then by the smallest normalised
@@ -97,7 +101,7 @@ def compare_instances(
                 "scores": np.asarray(outputs["instance_scores"], np.float64)[valid],
                 "classes": np.asarray(outputs["instance_classes"]).astype(np.int64)[valid],
                 "boxes": np.asarray(outputs["instance_boxes"], np.float64)[valid],
-                "masks": masks if masks.dtype == np.bool_ else masks > 0.5,
+                "masks": masks if masks.dtype == np.bool_ else masks > mask_threshold,
             }
         )
     ref, cand = sets

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .onnx_predictor import mask_threshold
 from .parity import compare_instances, label_agreement, matched_rows_max_diff, segment_agreement
 
 __all__ = [
@@ -194,6 +195,7 @@ def verify_export(
     reference = adapter.reference_predictions(images) if postprocess else None
     ties = adapter.decision_ties(images, delta)
     checks = _new_checks(program, postprocess, names)
+    threshold = mask_threshold(metadata)
     size = tuple(images.shape[-2:])
     for b in range(images.shape[0]):
         raw_tie = "raw" in ties[b]
@@ -209,7 +211,7 @@ def verify_export(
             continue
         candidate = {name: out[name][b] for name in names}
         if "unmatched" in checks:
-            parity = compare_instances(reference[b], candidate, size)
+            parity = compare_instances(reference[b], candidate, size, threshold)
             checks["unmatched"].add(parity.unmatched, raw_tie or "instances" in ties[b])
             checks["box"].add(parity.max_box_diff, raw_tie)
             checks["score"].add(parity.max_score_diff, raw_tie)

@@ -165,10 +165,10 @@ def test_adapter_reproduces_the_models_inference(panoptic_model):
     with torch.no_grad():
         outputs = dict(zip(adapter.output_names, adapter(images)))
     reference = adapter.reference_predictions(images)
-    assert outputs["instance_masks"].dtype == torch.float32  # probabilities by default
+    assert outputs["instance_masks"].dtype == torch.float32  # logits by default
     for b in range(2):
         candidate = {k: v[b].numpy() for k, v in outputs.items()}
-        parity = compare_instances(reference[b], candidate, (64, 96))
+        parity = compare_instances(reference[b], candidate, (64, 96), mask_threshold=0.0)
         assert parity.unmatched == 0 and parity.num_reference > 0
         assert parity.max_box_diff < 1e-5 and parity.max_score_diff < 1e-5
         assert parity.min_mask_iou > 0.99
@@ -180,17 +180,21 @@ def test_adapter_reproduces_the_models_inference(panoptic_model):
         )
 
 
-def test_adapter_raw_outputs_and_binary_masks(panoptic_model):
+def test_adapter_raw_outputs_and_mask_formats(panoptic_model):
     images = torch.randint(0, 256, (1, 3, 64, 96), dtype=torch.uint8)
     raw = panoptic_model.export_adapter(postprocess=False)
     assert raw.output_names == ("pred_logits", "pred_boxes", "pred_masks")
-    binary = panoptic_model.export_adapter(mask_format="binary")
+    formats = {
+        f: panoptic_model.export_adapter(mask_format=f) for f in ("logits", "prob", "binary")
+    }
     with torch.no_grad():
         logits, boxes, masks = raw(images)
-        outputs = dict(zip(binary.output_names, binary(images)))
+        outputs = {f: dict(zip(a.output_names, a(images))) for f, a in formats.items()}
     assert masks.shape == (1, 16, 16, 24) and logits.shape == (1, 16, 133)
-    assert outputs["instance_masks"].dtype == torch.bool
-    torch.testing.assert_close(outputs["pred_logits"], logits)
+    mask_logits = outputs["logits"]["instance_masks"]
+    torch.testing.assert_close(outputs["prob"]["instance_masks"], mask_logits.sigmoid())
+    assert torch.equal(outputs["binary"]["instance_masks"], mask_logits > 0)
+    torch.testing.assert_close(outputs["binary"]["pred_logits"], logits)
 
 
 def test_adapter_refuses_sizes_off_the_stride(panoptic_model):

@@ -9,8 +9,9 @@ the outputs follow the schema of `detrex_ext.export` (read by its ONNX runtime):
 * raw: `pred_logits [B, Q, C]`, `pred_boxes [B, Q, 4]` (normalised cxcywh), `pred_masks
   [B, Q, H/4, W/4]` (logits);
 * post-processed, per switched-on output: `instance_scores [B, K]`, `instance_classes [B, K]`,
-  `instance_boxes [B, K, 4]` (xyxy, input pixels), `instance_masks [B, K, H, W]` (probabilities,
-  or bool with `mask_format="binary"`), `instance_valid [B, K]`; `sem_seg [B, H, W]` (class ids);
+  `instance_boxes [B, K, 4]` (xyxy, input pixels), `instance_masks [B, K, H, W]` (logits by
+  default: resized further they threshold exactly as the eager model's; probabilities with
+  `mask_format="prob"`, bool with `"binary"`), `instance_valid [B, K]`; `sem_seg [B, H, W]` (class ids);
   `panoptic_seg [B, H, W]` (segment ids) with `panoptic_segments [B, Q, 4]` (rows `(is_new_segment,
   id, category_id, isthing)`); then the small raw `pred_logits` and `pred_boxes`.
 
@@ -31,7 +32,7 @@ from .query_selection import encoder_output_proposals, masks_to_anchor_boxes
 
 __all__ = ["MASK_FORMATS", "MaskDINOExportAdapter"]
 
-MASK_FORMATS = ("prob", "binary")
+MASK_FORMATS = ("logits", "prob", "binary")
 RAW_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks")
 INSTANCE_OUTPUTS = (
     "instance_scores",
@@ -50,13 +51,14 @@ class MaskDINOExportAdapter(nn.Module):
         postprocess: return the final predictions of every switched-on output (instance,
             semantic, panoptic) computed in the graph, plus the small raw logits and boxes;
             False returns the raw `pred_logits`, `pred_boxes`, `pred_masks`.
-        mask_format: instance masks as probabilities (`"prob"`, float32) or thresholded at 0.5
-            (`"binary"`, bool: 4x smaller).
+        mask_format: instance masks as logits (`"logits"`, float32: mask = logit > 0, the eager
+            model's threshold, also after resizing them to another size), probabilities
+            (`"prob"`) or thresholded (`"binary"`, bool: 4x smaller).
     """
 
     input_names = ("images",)
 
-    def __init__(self, model: nn.Module, *, postprocess: bool = True, mask_format: str = "prob"):
+    def __init__(self, model: nn.Module, *, postprocess: bool = True, mask_format: str = "logits"):
         super().__init__()
         if mask_format not in MASK_FORMATS:
             raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
@@ -152,7 +154,11 @@ class MaskDINOExportAdapter(nn.Module):
                 full_size_masks=full_masks,
             )
             mask_logits = inst["mask_logits"]
-            masks_out = mask_logits.sigmoid() if self.mask_format == "prob" else mask_logits > 0
+            masks_out = {
+                "logits": mask_logits,
+                "prob": mask_logits.sigmoid(),
+                "binary": mask_logits > 0,
+            }[self.mask_format]
             results += [
                 inst["scores"],
                 inst["classes"].to(torch.int32),

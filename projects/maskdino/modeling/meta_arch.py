@@ -152,7 +152,7 @@ class MaskDINO(nn.Module):
         return adapted
 
     # ------------------------------------------------------------------ export
-    def export_adapter(self, *, postprocess: bool = True, mask_format: str = "prob") -> nn.Module:
+    def export_adapter(self, *, postprocess: bool = True, mask_format: str = "logits") -> nn.Module:
         """This model as a function of a uint8 image batch, for `detrex_ext.export` (ONNX and
         `torch.export`): see `detrex_projects.maskdino.modeling.export.MaskDINOExportAdapter`."""
         from .export import MaskDINOExportAdapter
