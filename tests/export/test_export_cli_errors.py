@@ -4,8 +4,7 @@ test-time augmentations the runtime cannot reproduce, an ONNX file without a low
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,42 +18,50 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = "projects/maskdino/configs/maskdino_demo_synthetic.py"
 
 
-def _export_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "tools/export_model.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _export_tool(capsys, *args: str) -> tuple[int, str, str]:
+    """``tools/export_model.py`` run in this process: (exit status, stdout, stderr)."""
+    spec = importlib.util.spec_from_file_location("export_model", REPO / "tools/export_model.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    status = tool.main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
-def test_size_off_the_stride_is_refused_with_the_next_valid_size(tmp_path):
-    out = _export_tool(
-        "--config-file", DEMO, "--input-size", "100", "90", "--output", str(tmp_path / "m.onnx")
+def test_size_off_the_stride_is_refused_with_the_next_valid_size(tmp_path, capsys):
+    status, _, err = _export_tool(
+        capsys,
+        "--config-file",
+        str(REPO / DEMO),
+        "--input-size",
+        "100",
+        "90",
+        "--output",
+        str(tmp_path / "m.onnx"),
     )
-    assert out.returncode == 2
-    assert "input size 100x90 is not a multiple of the backbone stride 32" in out.stderr
-    assert "use 128x96" in out.stderr
+    assert status == 2
+    assert "input size 100x90 is not a multiple of the backbone stride 32" in err
+    assert "use 128x96" in err
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_model_without_export_adapter_is_refused(tmp_path):
+def test_model_without_export_adapter_is_refused(tmp_path, capsys):
     config = tmp_path / "linear.py"
     config.write_text(
         "from detrex_ext.config import LazyCall as L\n"
         "import torch\n"
         "model = L(torch.nn.Linear)(in_features=2, out_features=2)\n"
     )
-    out = _export_tool("--config-file", str(config), "--output", str(tmp_path / "m.onnx"))
-    assert out.returncode == 2
-    assert "builds a Linear, which the exporter cannot handle" in out.stderr
-    assert "export_adapter()" in out.stderr
+    status, _, err = _export_tool(
+        capsys, "--config-file", str(config), "--output", str(tmp_path / "m.onnx")
+    )
+    assert status == 2
+    assert "builds a Linear, which the exporter cannot handle" in err and "export_adapter()" in err
 
 
-def test_onnx_needs_a_lowering():
-    out = _export_tool("--config-file", DEMO, "--msda", "op")
-    assert out.returncode == 2 and "use grid_sample or gather" in out.stdout
+def test_onnx_needs_a_lowering(capsys):
+    status, out, _ = _export_tool(capsys, "--config-file", DEMO, "--msda", "op")
+    assert status == 2 and "use grid_sample or gather" in out
 
 
 def test_resize_rule_and_default_size():

@@ -95,8 +95,8 @@ def test_program_runs_with_plain_torch_and_describes_itself(r50_panoptic_export,
     outputs = torch.load(tmp_path / "out.pt")
     expected, metadata = run_exported(path, images.numpy())
     assert list(expected) == metadata["outputs"]["names"] and len(outputs) == len(expected)
-    for tensor, (name, array) in zip(outputs, expected.items()):
-        np.testing.assert_array_equal(tensor.numpy(), array, err_msg=name)
+    for tensor, (name, array) in zip(outputs, expected.items()):  # thread counts may differ
+        np.testing.assert_allclose(tensor.numpy(), array, atol=1e-5, rtol=0, err_msg=name)
     _, metadata = load_program(path)
     assert metadata["format"] == "torch_export" and metadata["msda"] == "grid_sample"
     assert metadata["config"] == "maskdino_r50_coco_panoptic_seg_50ep"
