@@ -8,6 +8,10 @@
     python tools/benchmark.py --config-file maskdino_r50_coco_instance_seg_50ep --device cpu \\
         --official-root ../MaskDINO --sizes "320x480,256x256;800x1216" \\
         --train-sizes "256x320,256x256" --threads 2 --warmup 2 --repeats 5    # vs the official, CPU
+    python tools/benchmark.py --config-file maskdino_r50_coco_instance_seg_50ep --device cpu \\
+        --backend eager,onnxruntime,torch_export --threads 2 --repeats 10  # exported backends
+
+``--backend`` measures inference backends instead: see ``detrex_ext.export.benchmark``.
 
 Defaults follow the recipe of the official code's H200 profile (the team note
 ``whole_model_profile.md``); every figure is the median over ``--repeats`` runs after ``--warmup``
@@ -100,6 +104,7 @@ from detrex_ext.engine.predictor import (
 )
 from detrex_ext.engine.runner import build_optimizer as build_config_optimizer
 from detrex_ext.engine.runner import clip_grad_params
+from detrex_ext.export.benchmark import add_backend_arguments, run_backend_benchmark
 from detrex_projects.maskdino.compare_official import compare_with_official
 from detrex_projects.maskdino.official import OFFICIAL_H200, official_figures
 from detrex_projects.maskdino.official import format_h200_comparison as format_official_comparison
@@ -329,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark.json"), help="JSON results file"
     )
+    add_backend_arguments(parser)
     return parser
 
 
@@ -429,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     results["clip_grad"] = clip_grad_params(cfg)
     results["threads"] = torch.get_num_threads()
     results["load_average_start"] = load_average()
+    if args.backend:  # exported backends (ONNX Runtime, torch.export) against eager, on CPU
+        results["backends"] = run_backend_benchmark(args, model)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2))
+        return 0
     if args.official_root is not None:
         args.sizes = args.sizes or [[(args.height, args.width)]]
         args.train_sizes = (

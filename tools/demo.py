@@ -16,6 +16,10 @@ Inputs are checked before the model loads: a file given by name that is not an i
 empty) stops the run with one ``error:`` line; in a folder, files that cannot be read are listed at
 the end while the others are processed (the exit status is then 1). URLs are not read: download
 the image first.
+
+``--onnx model.onnx`` runs a file written by ``tools/export_model.py`` with ONNX Runtime instead
+(PyTorch is not imported; the file carries its classes, input size and thresholds, so
+``--config-file`` is optional and, when given, must be the config the file was exported from).
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ import sys
 import time
 from pathlib import Path
 
-from detrex_ext.engine.predictor import AMP_DTYPES, Predictor, add_model_arguments
+from detrex_ext.utils.cli import add_model_arguments
 from detrex_ext.utils.image_io import UnreadableImageError, check_image_file, load_image_rgb
 from detrex_ext.utils.visualizer import Visualizer
 
 logger = logging.getLogger("demo")
 
+AMP_CHOICES = ("bf16", "fp16")  # detrex_ext.engine.predictor.AMP_DTYPES (imports torch)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _OVERRIDE = re.compile(r"^[~+]*[A-Za-z_][\w.\[\]-]*(=|$)")
 
@@ -103,7 +108,8 @@ def instances_to_json(instances) -> list[dict]:
     """Boxes (xyxy, pixels), scores and classes of predicted instances, for ``--save-json``."""
     fields = instances.get_fields()
     count = len(instances)
-    boxes = fields["pred_boxes"].tensor.tolist() if "pred_boxes" in fields else [None] * count
+    boxes = fields.get("pred_boxes")
+    boxes = getattr(boxes, "tensor", boxes).tolist() if boxes is not None else [None] * count
     scores = fields["scores"].tolist() if "scores" in fields else [None] * count
     classes = fields["pred_classes"].tolist() if "pred_classes" in fields else [None] * count
     return [
@@ -146,7 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_arguments(parser, weights="checkpoint path, http(s) URL or released model name")
+    add_model_arguments(
+        parser,
+        weights="checkpoint path, http(s) URL or released model name",
+        config_required=False,
+    )
+    parser.add_argument(
+        "--onnx",
+        type=Path,
+        default=None,
+        help="run this exported ONNX file with ONNX Runtime (no PyTorch) instead of the config",
+    )
     parser.add_argument("--input", nargs="+", required=True, help="images and/or folders of images")
     parser.add_argument(
         "--output",
@@ -167,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw at most this many instances per image (>= 1; default: all)",
     )
     parser.add_argument(
-        "--amp", choices=sorted(AMP_DTYPES), default=None, help="run the model under autocast"
+        "--amp", choices=AMP_CHOICES, default=None, help="run the model under autocast"
     )
     parser.add_argument("--alpha", type=_unit_interval, default=0.5, help="mask opacity (0 to 1)")
     parser.add_argument("--no-boxes", action="store_true", help="draw masks only")
@@ -176,8 +192,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def onnx_predictor(args: argparse.Namespace, overrides: list[str]):
+    """``--onnx``: the PyTorch-free predictor of the exported file, and its drawing metadata."""
+    given = [
+        flag
+        for flag, value in (
+            ("--weights", args.weights),
+            ("--device", args.device),
+            ("--amp", args.amp),
+            ("config overrides", overrides),
+        )
+        if value
+    ]
+    if given:
+        raise ValueError(
+            f"--onnx runs the exported file as it is: {', '.join(given)} cannot apply (export "
+            "again with tools/export_model.py to change the weights or the config)"
+        )
+    from detrex_ext.export import OnnxPredictor
+
+    predictor = OnnxPredictor(
+        args.onnx, config=args.config_file, score_threshold=args.score_thresh, top_k=args.top_k
+    )
+    return predictor, predictor.class_metadata
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config_file is None and args.onnx is None:
+        parser.error("--config-file is required (or --onnx with an exported model)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         inputs, overrides = split_inputs_and_overrides(args.input)
@@ -189,15 +233,25 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no readable input images found", file=sys.stderr)
         _report_failures(failures, 0)
         return 1
-    predictor = Predictor.from_config(
-        args.config_file,
-        args.weights,
-        overrides=[*overrides, *args.opts],
-        device=args.device,
-        score_threshold=args.score_thresh,
-        top_k=args.top_k,
-        amp=args.amp,
-    )
+    if args.onnx is not None:
+        try:
+            predictor, metadata = onnx_predictor(args, [*overrides, *args.opts])
+        except (ValueError, ImportError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    else:
+        from detrex_ext.engine.predictor import Predictor
+
+        predictor = Predictor.from_config(
+            args.config_file,
+            args.weights,
+            overrides=[*overrides, *args.opts],
+            device=args.device,
+            score_threshold=args.score_thresh,
+            top_k=args.top_k,
+            amp=args.amp,
+        )
+        metadata = predictor.metadata
     for image_path in images:
         try:
             image = load_image_rgb(image_path)
@@ -208,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         outputs = predictor(image)
         seconds = time.perf_counter() - start
-        visualizer = Visualizer(image, predictor.metadata, alpha=args.alpha)
-        instances = outputs["instances"].to("cpu") if "instances" in outputs else None
+        visualizer = Visualizer(image, metadata, alpha=args.alpha)
+        instances = outputs.get("instances")
+        if hasattr(instances, "to"):  # PyTorch Instances
+            instances = instances.to("cpu")
         if "panoptic_seg" in outputs:  # the most complete picture when a model gives several
             visualizer.draw_panoptic_seg(*outputs["panoptic_seg"])
         elif instances is not None:

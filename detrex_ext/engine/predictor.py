@@ -15,7 +15,6 @@ with ``pred_boxes``/``scores``/``pred_classes``/``pred_masks``, ``sem_seg``, ``p
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from detrex_ext.utils.cli import add_model_arguments  # noqa: F401  (the tools import it here)
 from detrex_ext.utils.image_io import ImageInput, load_image_rgb
 from detrex_ext.utils.threads import configure_cpu_threads
 
@@ -65,26 +65,6 @@ def load_config(config: Any, overrides: Sequence[str] = ()) -> Any:
     if overrides:
         LazyConfig.apply_overrides(cfg, list(overrides))
     return cfg
-
-
-def add_model_arguments(
-    parser: argparse.ArgumentParser, *, weights: str | None = None, device: bool = True
-) -> None:
-    """The command-line arguments the tools share: ``--config-file``, ``--weights`` (when
-    ``weights`` gives its help text), ``--device`` and trailing ``key=value`` overrides (``opts``).
-    """
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, released model name, or maskdino/<name>.py",
-    )
-    if weights is not None:
-        parser.add_argument("--weights", default=None, help=weights)
-    if device:
-        parser.add_argument(
-            "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
-        )
-    parser.add_argument("opts", nargs="*", default=[], help="config overrides, key=value")
 
 
 def build_model(

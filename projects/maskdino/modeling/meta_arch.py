@@ -171,6 +171,14 @@ class MaskDINO(nn.Module):
             logger.warning(message)
         return adapted
 
+    # ------------------------------------------------------------------ export
+    def export_adapter(self, *, postprocess: bool = True, mask_format: str = "logits") -> nn.Module:
+        """This model as a function of a uint8 image batch, for `detrex_ext.export` (ONNX and
+        `torch.export`): see `detrex_projects.maskdino.modeling.export.MaskDINOExportAdapter`."""
+        from .export import MaskDINOExportAdapter
+
+        return MaskDINOExportAdapter(self, postprocess=postprocess, mask_format=mask_format)
+
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: list[dict]):
         """Run the model on a detectron2-style batch.
