@@ -4,7 +4,7 @@
 Every backend computes the same thing, the final predictions of one uint8 image of the given size
 (batch 1): eager is ``model([{"image": ...}])`` (the Predictor's path without image decoding),
 the exported backends run the post-processed graph. The backends are timed in alternation (one
-run of each per round, the starting backend rotating), so a machine whose load changes during the
+run of each per round, ``detrex_ext.engine.benchmark.timing.alternate``), so a machine whose load changes during the
 measurement slows them alike; figures are medians over the rounds after untimed warm-up runs,
 with the same number of CPU threads for all.
 """
@@ -12,6 +12,7 @@ with the same number of CPU threads for all.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from detrex_ext.engine.benchmark.timing import alternate
 
 from .exporter import export_onnx, export_program, sample_images
 
@@ -120,17 +123,9 @@ def benchmark_backends(
                 else:
                     runners[name] = _program_runner(adapter, (height, width), lowering)
                 export_seconds[name] = time.perf_counter() - start
-        for run in runners.values():
-            for _ in range(warmup):
-                run(images)
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        names = list(runners)
-        for round_index in range(repeats):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                start = time.perf_counter()
-                runners[name](images)
-                times[name].append((time.perf_counter() - start) * 1000)
+        candidates = {name: functools.partial(run, images) for name, run in runners.items()}
+        seconds, _ = alternate(candidates, torch.device("cpu"), warmup, repeats)
+    times = {name: [s * 1000 for s in runs] for name, runs in seconds.items()}
     results = {
         name: {
             "median_ms": statistics.median(runs),
@@ -179,7 +174,7 @@ def _backend_list(text: str) -> list[str]:
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--threads`` and ``--msda`` of ``tools/benchmark.py``."""
+    """``--backend`` and ``--msda`` of ``tools/benchmark.py`` (which has ``--threads``)."""
     parser.add_argument(
         "--backend",
         type=_backend_list,
@@ -187,7 +182,6 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare inference backends on CPU instead of the precision and training "
         f"figures: comma-separated, from {', '.join(BACKENDS)}",
     )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of every backend")
     parser.add_argument(
         "--msda",
         default="grid_sample",

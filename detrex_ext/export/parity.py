@@ -67,9 +67,16 @@ class InstanceParity:
     pairs: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+def _mask_iou(a: np.ndarray, b: np.ndarray, undecided: np.ndarray | None = None) -> float:
+    """IoU of two bool masks over the pixels not ``undecided``."""
+    if undecided is not None:
+        a, b = a & ~undecided, b & ~undecided
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _at(masks: np.ndarray | None, index: int) -> np.ndarray | None:
+    return None if masks is None else masks[index]
 
 
 def compare_instances(
@@ -77,6 +84,7 @@ def compare_instances(
     candidate: dict[str, np.ndarray],
     image_size: Sequence[int],
     mask_threshold: float = 0.5,
+    mask_tie: float = 0.0,
 ) -> InstanceParity:
     """Match two instance sets and measure the matched pairs.
 
@@ -86,12 +94,16 @@ def compare_instances(
             floats thresholded: ``> mask_threshold``) and optionally ``instance_valid [N]``.
         image_size: ``(H, W)`` for normalising the boxes.
         mask_threshold: for float masks (0.5 for probabilities, 0 for logits).
+        mask_tie: the candidate's float mask pixels within this of ``mask_threshold`` are
+            near-tie decisions (float32 noise can flip them, and the eager model's own rounding
+            differs with the memory layout): the mask IoU leaves them out.
 
     Returns:
         an :class:`InstanceParity`; pairs are matched by class, then by the smallest normalised
         box plus score difference, and among pairs within 0.01 of each other also by mask IoU.
     """
     sets = []
+    undecided = None
     for outputs in (reference, candidate):
         valid = np.asarray(outputs.get("instance_valid", np.ones(len(outputs["instance_scores"]))))
         valid = valid.astype(bool)
@@ -104,6 +116,8 @@ def compare_instances(
                 "masks": masks if masks.dtype == np.bool_ else masks > mask_threshold,
             }
         )
+        if outputs is candidate and masks.dtype != np.bool_ and mask_tie > 0:
+            undecided = np.abs(masks - mask_threshold) <= mask_tie
     ref, cand = sets
     parity = InstanceParity(len(ref["scores"]), len(cand["scores"]))
     if parity.num_reference == 0 or parity.num_candidate == 0:
@@ -118,7 +132,7 @@ def compare_instances(
     close = same_class & (box_diff < _CLOSE) & (score_diff < _CLOSE)
     mask_cost = np.ones_like(box_diff)
     for i, j in zip(*np.nonzero(close)):
-        mask_cost[i, j] = 1.0 - _mask_iou(ref["masks"][i], cand["masks"][j])
+        mask_cost[i, j] = 1.0 - _mask_iou(ref["masks"][i], cand["masks"][j], _at(undecided, j))
     cost = np.where(close, mask_cost, 10.0) + box_diff + score_diff
     cost = np.where(same_class, cost, 1e6)
     rows, cols = linear_sum_assignment(cost)
@@ -129,7 +143,9 @@ def compare_instances(
         r, c = np.array(pairs).T
         parity.max_box_diff = float(box_diff[r, c].max())
         parity.max_score_diff = float(score_diff[r, c].max())
-        parity.min_mask_iou = min(_mask_iou(ref["masks"][i], cand["masks"][j]) for i, j in pairs)
+        parity.min_mask_iou = min(
+            _mask_iou(ref["masks"][i], cand["masks"][j], _at(undecided, j)) for i, j in pairs
+        )
     return parity
 
 

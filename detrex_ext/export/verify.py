@@ -211,7 +211,9 @@ def verify_export(
             continue
         candidate = {name: out[name][b] for name in names}
         if "unmatched" in checks:
-            parity = compare_instances(reference[b], candidate, size, threshold)
+            parity = compare_instances(
+                reference[b], candidate, size, threshold, mask_tie=_mask_tie(threshold, delta)
+            )
             checks["unmatched"].add(parity.unmatched, raw_tie or "instances" in ties[b])
             checks["box"].add(parity.max_box_diff, raw_tie)
             checks["score"].add(parity.max_score_diff, raw_tie)
@@ -224,6 +226,12 @@ def verify_export(
             checks["panoptic"].add(agreement, raw_tie or "panoptic" in ties[b])
     backend = "torch.export program" if program else "ONNX Runtime CPU"
     return ParityReport(str(path), backend, int(images.shape[0]), checks, ties)
+
+
+def _mask_tie(threshold: float, delta: float) -> float:
+    """``delta`` in the units of the file's float masks: logits (threshold 0) as they are,
+    probabilities scaled by the sigmoid's slope at 0.5 (1/4)."""
+    return delta if threshold == 0.0 else delta / 4
 
 
 def _compare_all(checks, eager: dict, out: dict, b: int, near_tie: bool) -> None:

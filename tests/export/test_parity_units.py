@@ -35,6 +35,26 @@ def test_instances_match_regardless_of_order_and_near_duplicates():
     assert parity.max_box_diff == 0 and parity.max_score_diff == 0
 
 
+def test_mask_pixels_at_a_tie_are_left_out_of_the_iou():
+    masks = np.zeros((3, 8, 8), dtype=bool)
+    masks[0, :4, :4] = True
+    masks[1, :2, :4] = True
+    masks[2, 2:, 2:] = True
+    reference = _instances([0, 1, 2], masks)
+    candidate = _instances([0, 1, 2], masks)
+    logits = np.where(masks, 5.0, -5.0).astype(np.float32)
+    logits[2, 2, 2] = -3e-5  # eager's pixel is in the mask; here a rounding below 0 drops it
+    logits[2, 7, 0] = 2e-5  # and one a rounding above 0 adds
+    candidate["instance_masks"] = logits
+    strict = compare_instances(reference, candidate, (8, 8), mask_threshold=0.0)
+    assert strict.min_mask_iou == 35 / 37  # 36 pixels of instance 2, one dropped, one added
+    tolerant = compare_instances(reference, candidate, (8, 8), mask_threshold=0.0, mask_tie=1e-4)
+    assert tolerant.min_mask_iou == 1.0
+    logits[2, 7, 1] = 0.5  # a decided pixel that differs still counts
+    tolerant = compare_instances(reference, candidate, (8, 8), mask_threshold=0.0, mask_tie=1e-4)
+    assert tolerant.min_mask_iou == 35 / 36
+
+
 def test_instances_of_another_class_or_flagged_invalid_do_not_match():
     masks = np.ones((3, 8, 8), dtype=bool)
     reference = _instances([0, 1, 2], masks)

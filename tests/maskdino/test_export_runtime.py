@@ -157,6 +157,10 @@ def test_demo_onnx_refuses_what_cannot_apply(onnx_file, tmp_path):
     Image.fromarray(_image(32, 32)).save(image)
     out = _demo("--onnx", str(onnx_file), "--weights", "x.pth", "--input", str(image))
     assert "EXIT 1" in out.stdout and "--weights" in out.stderr
+    out = _demo("--onnx", str(onnx_file), "--amp", "bf16", "--input", str(image))
+    assert "EXIT 1" in out.stdout and "--amp cannot apply" in out.stderr
+    out = _demo("--onnx", str(onnx_file), "--input", str(image), "model.num_queries=5")
+    assert "EXIT 1" in out.stdout and "config overrides cannot apply" in out.stderr
     out = _demo(
         "--onnx",
         str(onnx_file),

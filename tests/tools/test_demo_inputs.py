@@ -27,7 +27,7 @@ def no_model(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were refused")
 
-    monkeypatch.setattr(demo.Predictor, "from_config", forbidden)
+    monkeypatch.setattr(Predictor, "from_config", forbidden)  # the demo imports it lazily
 
 
 def _demo(capsys, *args: str) -> tuple[int, str]:
