@@ -18,7 +18,7 @@ import sys
 from tabulate import tabulate
 
 from detrex_ext import model_zoo
-from detrex_ext.model_zoo.download import get_cache_dir, is_url, read_recorded_sha256
+from detrex_ext.checkpoint.download import get_cache_dir, is_url, read_recorded_sha256
 
 
 def _cache_file(entry: model_zoo.ModelZooEntry):

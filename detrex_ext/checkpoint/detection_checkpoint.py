@@ -45,6 +45,8 @@ from torch import nn
 from detrex_ext.utils import comm
 from detrex_ext.utils.file_io import PathManager, atomic_write, is_local_path
 
+from .catalog import MODEL_ZOO, get_checkpoint
+from .download import cached_download, get_cache_dir
 from .key_matching import LoadReport, align_by_suffix, incompatible_keys_table
 from .resume import ResumeError, describe_checkpoints, resume_candidates
 from .safe_load import (
@@ -75,9 +77,6 @@ def _url_checkpoint(url: str) -> str:
     is cached under ``<cache>/urls/<host>/<path>`` so equal file names from different places never
     collide.
     """
-    from detrex_ext.model_zoo import cached_download, get_cache_dir, get_checkpoint
-    from detrex_ext.model_zoo.catalog import MODEL_ZOO
-
     for name, entry in MODEL_ZOO.items():
         if entry.url == url:
             return str(get_checkpoint(name))
@@ -89,8 +88,6 @@ def _url_checkpoint(url: str) -> str:
 
 def _model_zoo_checkpoint(name: str) -> str:
     """The cached (downloaded and verified on first use) file of a released model name."""
-    from detrex_ext.model_zoo import get_checkpoint
-
     try:
         return str(get_checkpoint(name))
     except KeyError as e:

@@ -318,7 +318,7 @@ def test_url_is_downloaded_once_into_the_verified_cache(http_root, tmp_path, mon
 
 
 def test_bare_names_resolve_through_the_model_zoo(tmp_path: Path, monkeypatch) -> None:
-    import detrex_ext.model_zoo as model_zoo
+    from detrex_ext.checkpoint import detection_checkpoint
 
     source = Net()
     torch.save({"model": source.state_dict()}, tmp_path / "zoo_file.pth")
@@ -330,7 +330,7 @@ def test_bare_names_resolve_through_the_model_zoo(tmp_path: Path, monkeypatch) -
             raise KeyError(f"{name!r} is not a released model")
         return tmp_path / "zoo_file.pth"
 
-    monkeypatch.setattr(model_zoo, "get_checkpoint", fake_get_checkpoint)
+    monkeypatch.setattr(detection_checkpoint, "get_checkpoint", fake_get_checkpoint)
     target = Net()
     DetectionCheckpointer(target).load("tiny_zoo_model")
     assert _same_weights(source, target) and asked == ["tiny_zoo_model"]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from detrex_ext.model_zoo.download import (
+from detrex_ext.checkpoint.download import (
     ChecksumMismatchError,
     DownloadError,
     OfflineCacheMissError,

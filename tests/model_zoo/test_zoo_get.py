@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from detrex_ext import model_zoo
+from detrex_ext.checkpoint import catalog
 from detrex_ext.config import LazyConfig
 from detrex_ext.engine.predictor import Predictor
-from detrex_ext.model_zoo import catalog
 from detrex_ext.model_zoo import model_zoo as zoo_module
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "tools" / "fixtures" / "tiny_config.py"

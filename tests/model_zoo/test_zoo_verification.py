@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from detrex_ext import model_zoo
-from detrex_ext.checkpoint import DetectionCheckpointer, NotACheckpointError
-from detrex_ext.model_zoo import verification
-from detrex_ext.model_zoo.download import (
+from detrex_ext.checkpoint import DetectionCheckpointer, NotACheckpointError, verification
+from detrex_ext.checkpoint.download import (
     ChecksumMismatchError,
     DownloadError,
     cached_download,

@@ -8,12 +8,29 @@ are the ones the official README reports for them (COCO val2017, ADE20K val, Cit
 computed from the real file ourselves would only turn a good download into an error. The first
 download of a file records its sha256 next to it in the cache (see :mod:`.download`), and later
 loads are checked against that record.
+
+``get_checkpoint(name)`` gives the verified local file of a name. ``DETREX_ZOO_MIRROR`` replaces
+the release location by another base URL or a local directory holding the same file names (for
+mirrors, air-gapped machines, or a local test server); a mirror may hold ``<file>.sha256`` records
+(``sha256sum`` format) next to the files: they are checked when the table has no digest.
+
+The checkpointer resolves names through this module; :mod:`detrex_ext.model_zoo` builds on it.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
+import os
+import re
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .download import cached_download, get_cache_dir, is_offline, is_url, resolve_local_file
+
+logger = logging.getLogger(__name__)
 
 RELEASE_URL = "https://github.com/IDEA-Research/detrex-storage/releases/download/maskdino-v0.1.0"
 
@@ -161,3 +178,60 @@ def get_entry(name: str) -> ModelZooEntry:
 def list_models(task: str | None = None) -> list[str]:
     """Names of the released models, optionally only those of one task."""
     return [e.name for e in _ENTRIES if task is None or e.task == task]
+
+
+MIRROR_ENV = "DETREX_ZOO_MIRROR"
+
+
+def get_checkpoint_url(name: str) -> str:
+    """Where the checkpoint of ``name`` is fetched from (the release URL unless a mirror is set)."""
+    entry = get_entry(name)
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return entry.url
+    if is_url(mirror):
+        return f"{mirror.rstrip('/')}/{entry.filename}"
+    return str(Path(mirror).expanduser() / entry.filename)
+
+
+def get_checkpoint(
+    name: str, *, progress: bool = True, offline: bool | None = None, **download_kwargs: Any
+) -> Path:
+    """Local path of the verified checkpoint of ``name``, downloading it into the cache if needed.
+
+    ``download_kwargs`` go to :func:`~detrex_ext.checkpoint.download.cached_download`
+    (``cache_dir``, ``timeout``, ``max_attempts``, ``retry_wait_s``).
+    """
+    entry = get_entry(name)
+    location = get_checkpoint_url(name)
+    if not is_url(location):
+        return resolve_local_file(location, entry.sha256)
+    sha256 = entry.sha256
+    cache_dir = download_kwargs.get("cache_dir")
+    cached = Path(cache_dir).expanduser() if cache_dir else get_cache_dir() / "checkpoints"
+    first_download = not (cached / entry.filename).exists()
+    if sha256 is None and location != entry.url and first_download:
+        if not (is_offline() if offline is None else offline):
+            sha256 = _mirror_sha256(location)
+    return cached_download(
+        location,
+        entry.filename,
+        sha256=sha256,
+        offline=offline,
+        progress=progress,
+        **download_kwargs,
+    )
+
+
+def _mirror_sha256(url: str) -> str | None:
+    """The digest a mirror publishes as ``<url>.sha256``, or None when it has none."""
+    request = urllib.request.Request(url + ".sha256", headers={"User-Agent": "detrex_ext"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http only)
+            words = response.read(4096).decode("ascii", errors="replace").split()
+    except (OSError, ValueError):  # no record there (404), or the mirror is unreachable
+        return None
+    if words and re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
+        logger.info(f"{url}: sha256 {words[0].lower()} from the mirror's record")
+        return words[0].lower()
+    return None
