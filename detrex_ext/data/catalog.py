@@ -14,6 +14,7 @@ import difflib
 import logging
 import types
 from collections import UserDict
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 logger = logging.getLogger(__name__)
@@ -23,12 +24,39 @@ logger = logging.getLogger(__name__)
 CLASS_KEYS = ("thing_classes", "stuff_classes")
 
 
-def _ensure_builtin(name: str) -> None:
-    """Register ``name`` now if it is a built-in dataset not registered yet."""
-    from .datasets.builtin import is_builtin_dataset, register_builtin_dataset
+@dataclass(frozen=True)
+class LazyDatasets:
+    """A family of dataset names registered on first use (the built-in datasets register
+    themselves as one when :mod:`detrex_ext.data.datasets.builtin` is imported)."""
 
-    if name not in DatasetCatalog.data and is_builtin_dataset(name):
-        register_builtin_dataset(name)
+    owns: Callable[[str], bool]  # is this name one of the family?
+    register: Callable[[str], None]  # register this name (data and metadata)
+    names: Callable[[], list[str]]  # every name of the family (for error messages)
+
+
+_lazy_families: list[LazyDatasets] = []
+
+
+def add_lazy_datasets(family: LazyDatasets) -> None:
+    """Let the catalogs register ``family``'s names when they are first asked for."""
+    if family not in _lazy_families:
+        _lazy_families.append(family)
+
+
+def _lazy_family(name: str) -> LazyDatasets | None:
+    return next((family for family in _lazy_families if family.owns(name)), None)
+
+
+def _lazy_names() -> list[str]:
+    return [name for family in _lazy_families for name in family.names()]
+
+
+def _ensure_builtin(name: str) -> None:
+    """Register ``name`` now if it is a built-in (lazily registered) dataset not registered yet."""
+    if name not in DatasetCatalog.data:
+        family = _lazy_family(name)
+        if family is not None:
+            family.register(name)
 
 
 class _Catalog(UserDict):
@@ -232,9 +260,7 @@ def check_classes_compatible(name: str, classes: dict[str, list[str]]) -> None:
         name: dataset name about to be registered.
         classes: ``{"thing_classes": [...], "stuff_classes": [...]}`` (either key optional).
     """
-    from .datasets.builtin import is_builtin_dataset
-
-    if name not in MetadataCatalog.data and not is_builtin_dataset(name):
+    if name not in MetadataCatalog.data and _lazy_family(name) is None:
         return
     old_meta = MetadataCatalog.get(name)  # registers the built-in version if needed
     for key, new in classes.items():
@@ -244,9 +270,7 @@ def check_classes_compatible(name: str, classes: dict[str, list[str]]) -> None:
 
 
 def _class_conflict_message(name: str, key: str, old: Any, new: Any) -> str:
-    from .datasets.builtin import is_builtin_dataset
-
-    where = "a built-in dataset" if is_builtin_dataset(name) else "already registered"
+    where = "a built-in dataset" if _lazy_family(name) is not None else "already registered"
     return (
         f"Dataset name {name!r} is {where} with {key}={_short(old)}; registering it with "
         f"{key}={_short(new)} would change what its class ids mean. Pick a new name for your "
@@ -255,15 +279,14 @@ def _class_conflict_message(name: str, key: str, old: Any, new: Any) -> str:
 
 
 def _unknown_name_message(name: str, known: list[str]) -> str:
-    from .datasets.builtin import builtin_dataset_names
-
-    candidates = sorted(set(known) | set(builtin_dataset_names()))
+    builtin = _lazy_names()
+    candidates = sorted(set(known) | set(builtin))
     close = difflib.get_close_matches(name, candidates, n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     return (
         f"Dataset {name!r} is not registered.{hint} Register it first, e.g. with "
         "register_coco_instances(name, {}, json_file, image_root); registered: "
-        f"{', '.join(known) or 'none'}; built-in: {', '.join(builtin_dataset_names())}."
+        f"{', '.join(known) or 'none'}; built-in: {', '.join(builtin)}."
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ..catalog import builtin_registration
+from ..catalog import LazyDatasets, add_lazy_datasets, builtin_registration
 from .builtin_meta import coco_instance_metadata, coco_panoptic_metadata
 from .coco import register_coco_instances
 from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_with_sem_seg
@@ -160,3 +160,7 @@ def register_builtin_datasets(root: str | None = None) -> list[str]:
         for register, _ in _GROUPS.values():
             register(root)
     return builtin_dataset_names()
+
+
+# the catalogs register a built-in name when it is first asked for
+add_lazy_datasets(LazyDatasets(is_builtin_dataset, register_builtin_dataset, builtin_dataset_names))
