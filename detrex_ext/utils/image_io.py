@@ -3,6 +3,10 @@ runtimes without PyTorch (the ONNX predictor) read images exactly as training an
 
 16-bit images become 8-bit by their high byte (as Pillow itself reads 16-bit colour PNGs); a file
 that cannot be decoded (empty, not an image, truncated) raises ``UnreadableImageError`` naming it.
+
+Dataset dicts point at files (``file_name``, ``sem_seg_file_name``, ``pan_seg_file_name``) or, for
+generated data, carry a ``scene``; ``load_image`` / ``load_sem_seg`` / ``load_pan_seg`` read either
+(``detrex_ext.data.detection_utils`` re-exports them).
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ __all__ = [
     "UnreadableImageError",
     "check_image_file",
     "convert_image_format",
+    "id2rgb",
+    "load_image",
     "load_image_rgb",
+    "load_pan_seg",
+    "load_sem_seg",
     "read_image",
+    "rgb2id",
 ]
 
 SUPPORTED_IMAGE_FORMATS = ("RGB", "BGR", "L")
@@ -182,3 +191,53 @@ def load_image_rgb(image: ImageInput) -> np.ndarray:
 def _check_size(height: int, width: int) -> None:
     if height == 0 or width == 0:
         raise ValueError(f"the image has size {height}x{width} (height x width): it has no pixels")
+
+
+# dataset dicts: images and label maps, from files or generated scenes
+
+
+def load_image(dataset_dict: dict, format: str = "RGB") -> np.ndarray:
+    """The image of a dataset dict: rendered from its ``scene`` or read from ``file_name``."""
+    scene = dataset_dict.get("scene")
+    if scene is not None:
+        return convert_image_format(scene.image(), format)
+    return read_image(dataset_dict["file_name"], format)
+
+
+def load_sem_seg(dataset_dict: dict) -> np.ndarray | None:
+    """The semantic label map (HxW integers, ignore = 255 usually), or None if it has none."""
+    if "sem_seg_file_name" in dataset_dict:
+        label = read_image(dataset_dict["sem_seg_file_name"])
+        if label.ndim != 2:
+            raise ValueError(
+                f"semantic label {dataset_dict['sem_seg_file_name']} has {label.shape[2]} channels; "
+                "it must be a single-channel PNG of class indices"
+            )
+        return label
+    scene = dataset_dict.get("scene")
+    return scene.sem_seg() if scene is not None else None
+
+
+def load_pan_seg(dataset_dict: dict) -> np.ndarray | None:
+    """The panoptic segment-id map (HxW int64, 0 = void), or None if it has none."""
+    if "pan_seg_file_name" in dataset_dict:
+        return rgb2id(read_image(dataset_dict["pan_seg_file_name"], "RGB"))
+    scene = dataset_dict.get("scene")
+    return scene.pan_seg() if scene is not None else None
+
+
+def rgb2id(color: np.ndarray) -> np.ndarray:
+    """COCO panoptic PNG colours (HxWx3) -> segment ids: ``R + 256 G + 256^2 B`` (int64)."""
+    color = np.asarray(color)
+    if color.ndim != 3 or color.shape[2] != 3:
+        raise ValueError(f"rgb2id expects an HxWx3 array, got shape {color.shape}")
+    color = color.astype(np.int64)
+    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """Segment ids (HxW) -> COCO panoptic colours (HxWx3 uint8); inverse of ``rgb2id``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256**3:
+        raise ValueError("panoptic segment ids must lie in [0, 256^3)")
+    return np.stack([ids % 256, (ids // 256) % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .canvas import Canvas, VisImage
+from .image_io import load_pan_seg, load_sem_seg
 from .visual_inputs import (
     annotation_drawables,
     boxes_to_numpy,
@@ -350,8 +351,6 @@ class Visualizer(Canvas):
         category labels, crowd marks), ``sem_seg`` (or ``sem_seg_file_name``), ``pan_seg`` (or
         ``pan_seg_file_name``) with ``segments_info``, or a mapped sample's ``instances``;
         thing classes present as instances are labelled once, by their instances."""
-        from detrex_ext.data.detection_utils import load_pan_seg, load_sem_seg
-
         instances = record.get("instances")
         sem_seg = record.get("sem_seg")
         if sem_seg is None and "sem_seg_file_name" in record:
