@@ -61,14 +61,11 @@ choice); the machine's load average is recorded, as timings on a shared machine 
 
 from __future__ import annotations
 
-import os
+# Idle OpenMP threads sleep instead of spinning when the machine is busy at start (see
+# detrex_ext.utils.openmp); only takes effect before torch is loaded. torch-free import.
+from detrex_ext.utils.openmp import set_wait_policy_for_load  # noqa: E402
 
-# Idle OpenMP worker threads sleep instead of spinning: on a CPU shared with other work, spinning
-# threads take the CPU from the threads they wait for and every parallel operator waits out
-# scheduler time slices (2 threads under load: demo iteration 0.3 s instead of 6-12 s). Only
-# takes effect before torch is loaded; OMP_WAIT_POLICY / GOMP_SPINCOUNT set by the user win.
-if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+set_wait_policy_for_load()
 
 import argparse
 import json

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from detrex_ext.utils import threads
+from detrex_ext.utils.openmp import USER_KEYS, busy_machine, choose_wait_policy
 
 
 @pytest.fixture(autouse=True)
@@ -74,24 +75,43 @@ def test_predictor_on_cpu_applies_the_policy(monkeypatch):
 
 
 @pytest.mark.parametrize("tool", ["train_net", "demo", "benchmark"])
-def test_launch_tools_make_openmp_threads_wait_passively(tool):
+def test_launch_tools_make_openmp_threads_wait_passively_on_a_busy_machine(tool):
     """The launch tools set OMP_WAIT_POLICY=PASSIVE before torch (and its OpenMP runtime) is
-    loaded, unless the user chose a wait policy or spin count."""
+    loaded when the load average at start is at least the usable CPUs, leave OpenMP's default
+    (spinning) on a quiet machine, and never override a wait policy or spin count the user set."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    probe = (
-        "import os, runpy, sys\n"
-        f"runpy.run_path({str(root / 'tools' / (tool + '.py'))!r}, run_name='probe')\n"
-        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    run = lambda extra: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True
-    )
-    assert run({}).stdout.split()[-2:] == ["PASSIVE", "None"]
-    assert run({"GOMP_SPINCOUNT": "1000"}).stdout.split()[-2:] == ["None", "1000"]
-    assert run({"OMP_WAIT_POLICY": "ACTIVE"}).stdout.split()[-2:] == ["ACTIVE", "None"]
+
+    def run(load: float, extra: dict[str, str]) -> list[str]:
+        probe = (
+            "import os, runpy, sys\n"
+            f"os.getloadavg = lambda: ({load}, 0.0, 0.0)\n"
+            f"runpy.run_path({str(root / 'tools' / (tool + '.py'))!r}, run_name='probe')\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k not in USER_KEYS}
+        proc = subprocess.run(
+            [sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True
+        )
+        return proc.stdout.split()[-2:]
+
+    busy = float(len(os.sched_getaffinity(0)))
+    assert run(busy, {}) == ["PASSIVE", "None"]
+    assert run(0.0, {}) == ["None", "None"]
+    assert run(busy, {"GOMP_SPINCOUNT": "1000"}) == ["None", "1000"]
+    assert run(busy, {"OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "None"]
+
+
+def test_wait_policy_follows_the_load_and_the_user():
+    assert choose_wait_policy({}, 2.0, 2) == "PASSIVE"  # every CPU taken
+    assert choose_wait_policy({}, 1.9, 2) is None
+    assert choose_wait_policy({}, None, 2) is None  # no load average: OpenMP's default
+    assert choose_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, 9.0, 2) is None
+    assert choose_wait_policy({"GOMP_SPINCOUNT": "0"}, 9.0, 2) is None
+    environ: dict[str, str] = {}
+    assert busy_machine(4.0, 4) and not busy_machine(3.5, 4)
+    assert choose_wait_policy(environ, 0.1, 1) is None and environ == {}
