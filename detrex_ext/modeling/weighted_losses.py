@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 __all__ = ["CrossEntropyLoss", "FocalLoss", "GIoULoss", "L1Loss", "weight_reduce_loss"]
 
@@ -85,16 +86,14 @@ class FocalLoss(nn.Module):
         onehot = _one_hot_without_background(targets, preds.size(1)).to(preds.dtype)
         preds = preds.float()
         onehot = onehot.float()
-        if self.activated:
-            prob = preds
+        if self.activated:  # probabilities: torchvision's formula, on them instead of logits
             ce = F.binary_cross_entropy(preds, onehot, reduction="none")
+            p_t = preds * onehot + (1 - preds) * (1 - onehot)
+            loss = ce * (1 - p_t) ** self.gamma
+            if self.alpha >= 0:
+                loss = (self.alpha * onehot + (1 - self.alpha) * (1 - onehot)) * loss
         else:
-            prob = preds.sigmoid()
-            ce = F.binary_cross_entropy_with_logits(preds, onehot, reduction="none")
-        p_t = prob * onehot + (1 - prob) * (1 - onehot)
-        loss = ce * (1 - p_t) ** self.gamma
-        if self.alpha >= 0:
-            loss = (self.alpha * onehot + (1 - self.alpha) * (1 - onehot)) * loss
+            loss = sigmoid_focal_loss(preds, onehot, alpha=self.alpha, gamma=self.gamma)
         return self.loss_weight * weight_reduce_loss(loss, weight, self.reduction, avg_factor)
 
 
