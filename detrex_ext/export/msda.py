@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from detrex_ext.layers import multi_scale_deform_attn_op  # noqa: F401  (defines the op)
+from detrex_ext.layers.multi_scale_deform_attn_op import grid_sample_attention
 
 __all__ = [
     "MSDA_LOWERINGS",
@@ -56,31 +57,16 @@ def msda_grid_sample(
     attention_weights: torch.Tensor,
     shapes_hint: Sequence[int] | None,
 ) -> torch.Tensor:
-    """The op as one ``grid_sample`` per level (same arithmetic as the eager PyTorch path).
+    """The op as one ``grid_sample`` per level: the eager PyTorch path's own computation
+    (:func:`~detrex_ext.layers.multi_scale_deform_attn_op.grid_sample_attention`).
 
     Shapes: value ``[B, S, H, Dh]``, sampling_locations ``[B, Q, H, L, P, 2]`` (normalised x, y),
     attention_weights ``[B, Q, H, L, P]`` -> ``[B, Q, H * Dh]``.
     """
-    shapes = _level_shapes(shapes_hint)
-    batch, _, heads, head_dim = value.shape
-    num_queries = sampling_locations.shape[1]
     dtype = torch.promote_types(value.dtype, torch.float32)
-    grids = sampling_locations.to(dtype) * 2 - 1
-    output = None
-    start = 0
-    for level, (height, width) in enumerate(shapes):
-        value_map = value[:, start : start + height * width].to(dtype)
-        start += height * width
-        value_map = value_map.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
-        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B*H, Q, P, 2]
-        sampled = F.grid_sample(
-            value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # [B*H, Dh, Q, P]
-        weights = attention_weights[:, :, :, level].to(dtype).transpose(1, 2).flatten(0, 1)
-        contribution = (sampled * weights.unsqueeze(1)).sum(-1)  # [B*H, Dh, Q]
-        output = contribution if output is None else output + contribution
-    output = output.view(batch, heads * head_dim, num_queries).transpose(1, 2)
-    return output.to(value.dtype).contiguous()
+    return grid_sample_attention(
+        value, _level_shapes(shapes_hint), sampling_locations, attention_weights, dtype
+    )
 
 
 def _corner_indices_and_weights(

@@ -186,27 +186,43 @@ def _check_num_tokens(value: torch.Tensor, shapes: list[tuple]) -> None:
         )
 
 
-def _pytorch_forward(value, shapes, sampling_locations, attention_weights) -> torch.Tensor:
-    _check_num_tokens(value, shapes)
+def grid_sample_attention(
+    value: torch.Tensor,
+    shapes: Sequence[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Deformable attention as one ``grid_sample`` per level, computed in ``dtype`` (no autocast
+    handling, no checks: the eager path and the exported graph's lowering both call it).
+
+    Shapes: value ``[B, S, H, Dh]``, sampling_locations ``[B, Q, H, L, P, 2]`` (normalised x, y),
+    attention_weights ``[B, Q, H, L, P]`` -> ``[B, Q, H * Dh]`` in value's dtype.
+    """
     batch, _, heads, head_dim = value.shape
     num_queries = sampling_locations.shape[1]
-    dtype = _compute_dtype(value, sampling_locations, attention_weights)
     grids = sampling_locations.to(dtype) * 2 - 1
     output = None
-    with torch.autocast(value.device.type, enabled=False):
-        for level, value_map in enumerate(_level_value_maps(value, shapes, dtype)):
-            sampled = F.grid_sample(
-                value_map,
-                _per_level(grids, level, dtype),
-                mode="bilinear",
-                padding_mode="zeros",
-                align_corners=False,
-            )  # [B*H, Dh, Q, P]
-            weights = _per_level(attention_weights, level, dtype).unsqueeze(1)  # [B*H, 1, Q, P]
-            contribution = (sampled * weights).sum(-1)  # [B*H, Dh, Q]
-            output = contribution if output is None else output + contribution
+    for level, value_map in enumerate(_level_value_maps(value, shapes, dtype)):
+        sampled = F.grid_sample(
+            value_map,
+            _per_level(grids, level, dtype),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )  # [B*H, Dh, Q, P]
+        weights = _per_level(attention_weights, level, dtype).unsqueeze(1)  # [B*H, 1, Q, P]
+        contribution = (sampled * weights).sum(-1)  # [B*H, Dh, Q]
+        output = contribution if output is None else output + contribution
     output = output.view(batch, heads * head_dim, num_queries).transpose(1, 2)
     return output.to(value.dtype).contiguous()
+
+
+def _pytorch_forward(value, shapes, sampling_locations, attention_weights) -> torch.Tensor:
+    _check_num_tokens(value, shapes)
+    dtype = _compute_dtype(value, sampling_locations, attention_weights)
+    with torch.autocast(value.device.type, enabled=False):
+        return grid_sample_attention(value, shapes, sampling_locations, attention_weights, dtype)
 
 
 def _pytorch_backward(grad_output, value, shapes, sampling_locations, attention_weights):
