@@ -38,6 +38,17 @@ __all__ = [
 ]
 
 
+def _per_process_batch_size(total_batch_size: int) -> int:
+    """This process's share of ``total_batch_size`` (a positive multiple of the process count)."""
+    world_size = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world_size != 0:
+        raise ValueError(
+            f"total_batch_size ({total_batch_size}) must be a positive multiple of the number of "
+            f"processes ({world_size})"
+        )
+    return total_batch_size // world_size
+
+
 def get_detection_dataset_dicts(
     names: str | Sequence[str],
     filter_empty: bool = True,
@@ -180,13 +191,7 @@ def build_detection_train_loader(
             not an image) with a counted warning, instead of stopping with an error naming the
             file.
     """
-    world_size = comm.get_world_size()
-    if total_batch_size <= 0 or total_batch_size % world_size != 0:
-        raise ValueError(
-            f"total_batch_size ({total_batch_size}) must be a positive multiple of the number of "
-            f"processes ({world_size})"
-        )
-    batch_size = total_batch_size // world_size
+    batch_size = _per_process_batch_size(total_batch_size)
     dataset = _as_dataset(dataset)
     if seed is None:
         seed = comm.shared_random_seed()
@@ -296,13 +301,7 @@ def build_batch_data_loader(
             raise ValueError("give total_batch_size or single_gpu_batch_size, not both")
         batch_size = single_gpu_batch_size
     else:
-        world_size = comm.get_world_size()
-        if total_batch_size <= 0 or total_batch_size % world_size != 0:
-            raise ValueError(
-                f"total_batch_size ({total_batch_size}) must be a positive multiple of the "
-                f"number of processes ({world_size})"
-            )
-        batch_size = total_batch_size // world_size
+        batch_size = _per_process_batch_size(total_batch_size)
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("an IterableDataset takes no sampler (pass sampler=None)")

@@ -11,7 +11,9 @@ generated data, carry a ``scene``; ``load_image`` / ``load_sem_seg`` / ``load_pa
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Union
 
 import numpy as np
@@ -106,10 +108,8 @@ def _refuse_url(name: str) -> None:
         )
 
 
-def check_image_file(file_name: str | os.PathLike) -> None:
-    """Cheap checks (existence, size, the format in the file's header; the pixels are not
-    decoded) that a file is an image: raises as ``read_image`` would for a missing, empty or
-    non-image file, so that tools can refuse bad inputs before loading a model."""
+def _existing_file(file_name: str | os.PathLike) -> str:
+    """``file_name`` as a string, after refusing URLs, missing files, folders and empty files."""
     file_name = os.fspath(file_name)
     _refuse_url(file_name)
     if not os.path.exists(file_name):
@@ -118,15 +118,29 @@ def check_image_file(file_name: str | os.PathLike) -> None:
         raise UnreadableImageError(f"{file_name} is a folder, not an image")
     if os.path.getsize(file_name) == 0:
         raise UnreadableImageError(f"{file_name} is empty (0 bytes), not an image")
+    return file_name
+
+
+@contextlib.contextmanager
+def _decoding(file_name: str) -> Iterator[None]:
+    """Turn PIL's errors while opening or decoding ``file_name`` into ``UnreadableImageError``."""
     try:
-        with Image.open(file_name):
-            pass
+        yield
     except UnidentifiedImageError:
         raise UnreadableImageError(
             f"{file_name} is not an image that can be read (unknown format; {_READABLE} are)"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UnreadableImageError(f"{file_name} is a truncated or damaged image ({e})") from None
+
+
+def check_image_file(file_name: str | os.PathLike) -> None:
+    """Cheap checks (existence, size, the format in the file's header; the pixels are not
+    decoded) that a file is an image: raises as ``read_image`` would for a missing, empty or
+    non-image file, so that tools can refuse bad inputs before loading a model."""
+    file_name = _existing_file(file_name)
+    with _decoding(file_name), Image.open(file_name):
+        pass
 
 
 def read_image(file_name: str, format: str | None = None) -> np.ndarray:
@@ -138,28 +152,12 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
         UnreadableImageError: the file is empty, not an image, or truncated or damaged.
         ValueError: a URL was given (only local files are read).
     """
-    file_name = os.fspath(file_name)
-    _refuse_url(file_name)
-    if not os.path.exists(file_name):
-        raise FileNotFoundError(f"image {file_name} does not exist")
-    if os.path.isdir(file_name):
-        raise UnreadableImageError(f"{file_name} is a folder, not an image")
-    if os.path.getsize(file_name) == 0:
-        raise UnreadableImageError(f"{file_name} is empty (0 bytes), not an image")
-    with open(file_name, "rb") as f:
-        try:
-            image = Image.open(f)
-            image = ImageOps.exif_transpose(image) or image
-            image.load()
-        except UnidentifiedImageError:
-            raise UnreadableImageError(
-                f"{file_name} is not an image that can be read (unknown format; {_READABLE} are)"
-            ) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise UnreadableImageError(
-                f"{file_name} is a truncated or damaged image ({e})"
-            ) from None
-        return convert_image_format(image, format, source=file_name)
+    file_name = _existing_file(file_name)
+    with open(file_name, "rb") as f, _decoding(file_name):
+        image = Image.open(f)
+        image = ImageOps.exif_transpose(image) or image
+        image.load()
+    return convert_image_format(image, format, source=file_name)
 
 
 def load_image_rgb(image: ImageInput) -> np.ndarray:

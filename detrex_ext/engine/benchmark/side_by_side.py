@@ -235,42 +235,37 @@ def _size_text(sizes: Sequence[Sequence[int]]) -> str:
     return " + ".join("x".join(str(v) for v in size) for size in sizes)
 
 
-def format_side_by_side(results: dict[str, Any]) -> str:
-    """One row per figure: official ms, ours ms, ratio of the medians, median per-round ratio."""
-    rows = []
-    for timed in results["side_by_side"]["inference"]:
-        where = _size_text(timed["sizes"])
-        for key, label in (
-            ("end_to_end", "inference end to end"),
-            ("compute_only", "- compute only"),
-        ):
-            ratio = timed["ratios"][key]["ours"]
-            rows.append(
-                [
-                    f"{label}, batch {where}",
-                    timed["official"][key]["median_ms"],
-                    timed["ours"][key]["median_ms"],
-                    ratio["ratio_of_medians"],
-                    ratio["median_of_round_ratios"],
-                ]
-            )
-    for timed in results["side_by_side"]["training"]:
-        where = _size_text(timed["sizes"])
-        for key, label in (
+# (section, ((figure key, row label), ...)) of the side-by-side table
+_SIDE_BY_SIDE_FIGURES = (
+    ("inference", (("end_to_end", "inference end to end"), ("compute_only", "- compute only"))),
+    (
+        "training",
+        (
             ("step", "training step (fwd + bwd)"),
             ("forward", "- forward incl. losses"),
             ("backward", "- backward"),
-        ):
-            ratio = timed["ratios"][key]["ours"]
-            rows.append(
-                [
-                    f"{label}, batch {where}",
-                    timed["official"][key]["median_ms"],
-                    timed["ours"][key]["median_ms"],
-                    ratio["ratio_of_medians"],
-                    ratio["median_of_round_ratios"],
-                ]
-            )
+        ),
+    ),
+)
+
+
+def format_side_by_side(results: dict[str, Any]) -> str:
+    """One row per figure: official ms, ours ms, ratio of the medians, median per-round ratio."""
+    rows = []
+    for section, figures in _SIDE_BY_SIDE_FIGURES:
+        for timed in results["side_by_side"][section]:
+            where = _size_text(timed["sizes"])
+            for key, label in figures:
+                ratio = timed["ratios"][key]["ours"]
+                rows.append(
+                    [
+                        f"{label}, batch {where}",
+                        timed["official"][key]["median_ms"],
+                        timed["ours"][key]["median_ms"],
+                        ratio["ratio_of_medians"],
+                        ratio["median_of_round_ratios"],
+                    ]
+                )
     headers = ["figure", "official ms", "ours ms", "ours / official", "median round ratio"]
     lines = [
         f"{results['config']} vs the official code | {results['device_name']} | torch "
