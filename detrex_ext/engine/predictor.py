@@ -26,6 +26,7 @@ import torch
 
 from detrex_ext.utils.cli import add_model_arguments  # noqa: F401  (the tools import it here)
 from detrex_ext.utils.image_io import ImageInput, load_image_rgb
+from detrex_ext.utils.prediction_filters import check_score_threshold, check_top_k
 from detrex_ext.utils.threads import configure_cpu_threads
 
 logger = logging.getLogger(__name__)
@@ -137,26 +138,6 @@ def model_input(
         rgb = rgb[:, :, ::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     return {"image": tensor, "height": height, "width": width}
-
-
-def check_score_threshold(value: float | None, name: str = "score_threshold") -> None:
-    """None, or a number in [0, 1] (scores are probabilities)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(
-            f"{name} must be a number in [0, 1] (scores are probabilities), got {value!r}"
-        )
-
-
-def check_top_k(value: int | None, name: str = "top_k") -> None:
-    """None (no limit), or an integer >= 1."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{name} must be an integer >= 1, got {value!r}; use None to keep every instance"
-        )
 
 
 def filter_instances(instances: Any, score_threshold: float | None, top_k: int | None) -> Any:

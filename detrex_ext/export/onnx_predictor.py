@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from detrex_ext.utils.image_io import ImageInput, load_image_rgb
+from detrex_ext.utils.prediction_filters import check_score_threshold, check_top_k
 
 from .deps import require
 from .image_ops import prepare_image, resize_bilinear, resize_nearest
@@ -169,6 +170,8 @@ class OnnxPredictor:
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
     ) -> None:
+        check_score_threshold(score_threshold)
+        check_top_k(top_k)
         ort = require("onnxruntime", "The ONNX predictor")
         path = Path(path)
         if not path.is_file():
@@ -235,6 +238,8 @@ class OnnxPredictor:
         """Predict one image (returns a dict) or a list of images (returns a list of dicts)."""
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
+        check_score_threshold(score_threshold)
+        check_top_k(top_k)
         threshold = self.score_threshold if score_threshold is None else score_threshold
         top_k = self.top_k if top_k is None else top_k
         results: list[dict[str, Any]] = []

@@ -85,6 +85,20 @@ def test_run_refuses_other_shapes_and_the_wrong_config(onnx_file):
     OnnxPredictor(onnx_file, config="maskdino_r50_coco_panoptic_seg_50ep")  # the right one
 
 
+def test_instance_filters_are_checked_as_the_predictor_checks_them(onnx_file):
+    """top_k=-1 would slice off the last instance, a threshold of 1.5 would drop every one:
+    refused, in the constructor and per call, with the PyTorch Predictor's words."""
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1, got -1"):
+        OnnxPredictor(onnx_file, top_k=-1)
+    with pytest.raises(ValueError, match=r"score_threshold must be a number in \[0, 1\]"):
+        OnnxPredictor(onnx_file, score_threshold=1.5)
+    predictor = OnnxPredictor(onnx_file)
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1, got 0"):
+        predictor(_image(64, 96), top_k=0)
+    with pytest.raises(ValueError, match=r"score_threshold must be a number in \[0, 1\]"):
+        predictor(_image(64, 96), score_threshold=float("nan"))
+
+
 def test_raw_export_gives_raw_arrays(swinl_instance_export):
     _, path = swinl_instance_export["gather"]
     result = OnnxPredictor(path)(_image(64, 96))
