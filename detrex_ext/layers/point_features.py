@@ -80,14 +80,23 @@ def get_uncertain_point_coords_with_randomness(
     # Coordinates stay >= fp32 even for half-precision logits (which are upcast for sampling).
     dtype = torch.promote_types(coarse_logits.dtype, torch.float32)
     candidates = torch.rand(num_maps, num_sampled, 2, device=device, generator=generator).to(dtype)
-    logits = point_sample(coarse_logits.to(dtype), candidates, align_corners=False)
-    uncertainties = uncertainty_func(logits)
+    # On CPU the candidates become grid_sample's [-1, 1] grid in place (a fresh [N, S, 2] tensor
+    # costs page faults there) and the kept ones are mapped back. Both maps are exact: the CPU's
+    # float32 uniform draws are multiples of 2^-24, so 2c - 1 and (g + 1) / 2 need no rounding.
+    # (CUDA's draws are finer near 0, and its caching allocator makes the copy cheap.)
+    in_place = candidates.device.type == "cpu"
+    grid = candidates.mul_(2.0).sub_(1.0) if in_place else candidates * 2.0 - 1.0
+    logits = F.grid_sample(coarse_logits.to(dtype), grid.unsqueeze(2), align_corners=False)
+    uncertainties = uncertainty_func(logits.squeeze(3))
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
     # The order of the kept points does not matter (the losses average over points), so the
     # top-k is not sorted (the same set, about half the time on CPU).
     index = torch.topk(uncertainties[:, 0, :], k=num_uncertain, dim=1, sorted=False)[1]
-    point_coords = _gather_points(candidates, index)
+    if in_place:
+        point_coords = _gather_points(grid, index).add_(1.0).mul_(0.5)
+    else:
+        point_coords = _gather_points(candidates, index)
     if num_random > 0:
         extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
         point_coords = torch.cat([point_coords, extra.to(point_coords.dtype)], dim=1)

@@ -270,6 +270,19 @@ def test_semantic_ce_model_equals_reference(model):
         assert_same(mine, expected)
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 4 * 128 * 160 * 7])  # 1 query, 7 queries a chunk
+def test_instance_masks_resized_in_chunks_equal_reference(model, monkeypatch, chunk_bytes):
+    from detrex_projects.maskdino.modeling import meta_arch
+
+    monkeypatch.setattr(meta_arch, "_MASK_CHUNK_BYTES", chunk_bytes)
+    configure(model, *FLAGS["instance"])
+    outputs, inputs, images = batch(0, SIZES[0])
+    with torch.no_grad():
+        ours = model.inference(outputs, inputs, images)
+    for mine, expected in zip(ours, reference_outputs(model, outputs, inputs, images)):
+        assert_same(mine, expected)
+
+
 @pytest.mark.parametrize("flags", ["panoptic", "panoptic+instance", "all"])
 def test_no_kept_query_and_no_thing_in_top_k(model, flags):
     """All scores under the threshold (an empty panoptic map) and only stuff classes scored."""

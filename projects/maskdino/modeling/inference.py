@@ -10,7 +10,7 @@ work on one image's predictions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -119,7 +119,7 @@ def resize_mask_logits(
 def instance_inference(
     scores: Tensor,
     labels: Tensor,
-    mask_logits: Tensor,
+    mask_logits: Tensor | Iterable[Tensor],
     boxes: Tensor,
     image_size: tuple[int, int],
     focus_on_box: bool = False,
@@ -128,7 +128,9 @@ def instance_inference(
 
     Args:
         scores, labels: `[K]` class scores and labels from `select_topk_queries`.
-        mask_logits: `[K, H, W]` mask logits of the selected queries at the output size.
+        mask_logits: `[K, H, W]` mask logits of the selected queries at the output size, or an
+            iterable of consecutive `[k_i, H, W]` chunks of them (sum k_i = K), e.g. made one at a
+            time so that the whole `[K, H, W]` logits never exist at once.
         boxes: `[K, 4]` absolute xyxy boxes at the output size.
         image_size: `(H, W)`.
         focus_on_box: score = class score only (the mask score is taken as 1).
@@ -137,12 +139,23 @@ def instance_inference(
         Instances with `pred_masks` float `[K, H, W]` (0/1), `pred_boxes`, `scores`
         (class score x mean mask probability inside the mask) and `pred_classes`.
     """
+    chunks = [mask_logits] if isinstance(mask_logits, Tensor) else mask_logits
+    pred_masks = torch.empty((scores.shape[0], *image_size), device=scores.device)
+    mask_scores = torch.empty(scores.shape, device=scores.device)
+    start = 0
+    for logits in chunks:
+        stop = start + logits.shape[0]
+        binary = pred_masks[start:stop]
+        torch.gt(logits, 0, out=binary)  # 0/1 in the float output
+        flat = binary.flatten(1)
+        inside = logits.sigmoid().flatten(1) * flat
+        mask_scores[start:stop] = inside.sum(1) / (flat.sum(1) + 1e-6)
+        start = stop
+    if start != scores.shape[0]:
+        raise ValueError(f"mask logits of {start} queries for {scores.shape[0]} scores")
     result = Instances(image_size)
-    pred_masks = (mask_logits > 0).float()
     result.pred_masks = pred_masks
     result.pred_boxes = Boxes(boxes)
-    flat = pred_masks.flatten(1)
-    mask_scores = (mask_logits.sigmoid().flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
     result.scores = scores if focus_on_box else scores * mask_scores
     result.pred_classes = labels
     return result

@@ -26,6 +26,10 @@ __all__ = ["MaskDINO"]
 
 logger = logging.getLogger(__name__)
 
+# Query masks resized per chunk in instance inference: a larger temporary (glibc's mmap threshold
+# is at most 32 MiB) is mapped fresh and page-faulted in on every use, a smaller one is reused.
+_MASK_CHUNK_BYTES = 16 << 20
+
 
 class MaskDINO(nn.Module):
     """Mask DINO: one model for detection, instance, panoptic and semantic segmentation.
@@ -359,8 +363,11 @@ class MaskDINO(nn.Module):
         scores, labels, queries = inference.select_topk_queries(
             mask_cls, self.num_classes, self.test_topk_per_image, thing_ids
         )
-        masks = self._query_masks(
-            mask_pred, queries, full_masks, padded_size, image_size, height, width
+        # Resized a few queries at a time: every temporary stays heap-sized (see _MASK_CHUNK_BYTES).
+        per_chunk = max(1, _MASK_CHUNK_BYTES // max(1, 4 * int(height) * int(width)))
+        masks = (
+            self._query_masks(mask_pred, chunk, full_masks, padded_size, image_size, height, width)
+            for chunk in queries.split(per_chunk)
         )
         # Boxes are normalised over the padded canvas: scale by the padded size at output scale.
         scale_h = padded_size[0] / image_size[0] * height
