@@ -118,6 +118,7 @@ def point_sampled_mask_losses(
     oversample_ratio: float = 3.0,
     importance_sample_ratio: float = 0.75,
     generator: torch.Generator | None = None,
+    target_index: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mask2Former's mask losses on PointRend-selected points.
 
@@ -128,10 +129,15 @@ def point_sampled_mask_losses(
 
     Args:
         mask_logits: ``[N, h, w]`` matched mask logits.
-        target_masks: ``[N, H, W]`` matched binary masks (any resolution, e.g. the padded image).
+        target_masks: ``[N, H, W]`` matched binary masks (any resolution, e.g. the padded image),
+            or with ``target_index`` the ``[T, H, W]`` distinct ones.
         num_masks: normaliser.
         num_points, oversample_ratio, importance_sample_ratio: PointRend sampling settings.
         generator: random generator for the points.
+        target_index: ``[N]`` int64, mask ``n`` is matched to ``target_masks[target_index[n]]``
+            (same values as passing ``target_masks[target_index]``, without building that
+            ``[N, H, W]`` tensor and its float copy: a target matched by several queries, as
+            in denoising groups, is converted once).
 
     Returns:
         ``{"loss_mask": sigmoid_ce_loss, "loss_dice": dice_loss}`` scalars (zero-valued but
@@ -150,12 +156,38 @@ def point_sampled_mask_losses(
             importance_sample_ratio,
             generator=generator,
         )
-        labels = point_sample(target_masks[:, None].to(logits), coords).squeeze(1)
+        if target_index is None:
+            labels = point_sample(target_masks[:, None].to(logits), coords).squeeze(1)
+        else:
+            labels = _sample_indexed_masks(target_masks, target_index, coords, logits.dtype)
     point_logits = point_sample(logits, coords).squeeze(1)
     return {
         "loss_mask": sigmoid_ce_loss(point_logits, labels, num_masks),
         "loss_dice": dice_loss(point_logits, labels, num_masks),
     }
+
+
+def _sample_indexed_masks(
+    masks: torch.Tensor, index: torch.Tensor, coords: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """``point_sample(masks[index][:, None].to(dtype), coords)[:, 0]`` with one ``grid_sample``
+    per distinct mask over the points of all its rows (bilinear sampling reads one map per
+    point, so the values are the same). Shapes: ``[T, H, W]``, ``[N]``, ``[N, P, 2]`` -> ``[N, P]``.
+    """
+    labels = coords.new_empty(coords.shape[:2], dtype=dtype)
+    order = torch.argsort(index, stable=True)
+    counts = torch.bincount(index, minlength=masks.shape[0]).tolist()
+    start = 0
+    for target, count in enumerate(counts):
+        if count == 0:
+            continue
+        rows = order[start : start + count]
+        start += count
+        points = coords[rows].view(1, count * coords.shape[1], 2)
+        plane = masks[target][None, None].to(device=coords.device, dtype=dtype)
+        sampled = point_sample(plane, points)  # [1, 1, count * P]
+        labels[rows] = sampled.view(count, -1)
+    return labels
 
 
 def l1_box_loss(

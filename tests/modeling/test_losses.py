@@ -87,6 +87,27 @@ def test_point_sampled_mask_losses_deterministic_with_generator():
     assert a["loss_mask"] == b["loss_mask"] and a["loss_dice"] == b["loss_dice"]
 
 
+def test_indexed_target_masks_give_the_gathered_masks_losses():
+    """``target_index`` (distinct masks + index, as the criterion passes them) gives bit for bit
+    the losses and gradients of the gathered ``[N, H, W]`` masks: repeated, unused and
+    out-of-order targets, 1000 points each (several vector widths and a tail)."""
+    torch.manual_seed(0)
+    distinct = torch.rand(5, 37, 29) > 0.5
+    index = torch.tensor([3, 0, 3, 3, 1, 0, 4])  # target 2 unused, 3 used three times
+    results = []
+    for kwargs in ({"target_index": index}, {}):
+        logits = torch.randn(7, 9, 11, generator=torch.Generator().manual_seed(2))
+        logits.requires_grad_(True)
+        targets = distinct if kwargs else distinct[index]
+        losses = point_sampled_mask_losses(
+            logits, targets, 3.0, 1000, generator=torch.Generator().manual_seed(1), **kwargs
+        )
+        (losses["loss_mask"] + losses["loss_dice"]).backward()
+        results.append((losses["loss_mask"], losses["loss_dice"], logits.grad))
+    for ours, gathered in zip(*results):
+        assert torch.equal(ours, gathered)
+
+
 def test_reduce_num_objects_single_and_simulated_processes(monkeypatch):
     assert reduce_num_objects(5) == 5.0
     assert reduce_num_objects(torch.tensor(0)) == 1.0  # clamped to >= 1

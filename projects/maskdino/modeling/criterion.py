@@ -154,15 +154,22 @@ class SetCriterion(nn.Module):
     def loss_masks(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
         """Point-sampled BCE and dice of matched masks (PointRend sampling), / num_boxes."""
         src_masks = outputs["pred_masks"][self._src_idx(indices)]
-        # Same order as the predictions: image by image, in the matcher's order.
-        tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+        # Same order as the predictions: image by image, in the matcher's order; the matched
+        # masks are indexed into the batch's masks rather than copied out.
+        offsets = [0]
+        for t in targets[:-1]:
+            offsets.append(offsets[-1] + len(t["masks"]))
+        target_index = torch.cat(
+            [j.to(src_masks.device) + offset for offset, (_, j) in zip(offsets, indices)]
+        )
         return point_sampled_mask_losses(
             src_masks,
-            tgt_masks,
+            torch.cat([t["masks"] for t in targets]),
             num_boxes,
             self.num_points,
             self.oversample_ratio,
             self.importance_sample_ratio,
+            target_index=target_index,
         )
 
     def get_loss(
