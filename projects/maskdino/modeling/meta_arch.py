@@ -26,9 +26,11 @@ __all__ = ["MaskDINO"]
 
 logger = logging.getLogger(__name__)
 
-# Query masks resized per chunk in instance inference: a larger temporary (glibc's mmap threshold
-# is at most 32 MiB) is mapped fresh and page-faulted in on every use, a smaller one is reused.
-_MASK_CHUNK_BYTES = 16 << 20
+# Query masks resized per chunk in instance inference, so that each temporary (the padded-size
+# resize, the output-size logits, probabilities and their product) is at most this large: glibc
+# maps larger requests (above at most 32 MiB) fresh and returns them, or trims that much freed
+# memory, so they are page-faulted in again on every use; smaller ones are reused from the heap.
+_MASK_CHUNK_BYTES = 8 << 20
 
 
 class MaskDINO(nn.Module):
@@ -364,7 +366,8 @@ class MaskDINO(nn.Module):
             mask_cls, self.num_classes, self.test_topk_per_image, thing_ids
         )
         # Resized a few queries at a time: every temporary stays heap-sized (see _MASK_CHUNK_BYTES).
-        per_chunk = max(1, _MASK_CHUNK_BYTES // max(1, 4 * int(height) * int(width)))
+        pixels = max(padded_size[0] * padded_size[1], int(height) * int(width), 1)
+        per_chunk = max(1, _MASK_CHUNK_BYTES // (4 * pixels))
         masks = (
             self._query_masks(mask_pred, chunk, full_masks, padded_size, image_size, height, width)
             for chunk in queries.split(per_chunk)
