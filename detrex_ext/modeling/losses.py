@@ -156,6 +156,9 @@ def point_sampled_mask_losses(
             importance_sample_ratio,
             generator=generator,
         )
+        gathered_bytes = 4 * len(coords) * target_masks[0].numel()
+        if target_index is not None and gathered_bytes <= _GATHERED_TARGETS_BYTES:
+            target_masks, target_index = target_masks[target_index], None  # small: one call
         if target_index is None:
             labels = point_sample(target_masks[:, None].to(logits), coords).squeeze(1)
         else:
@@ -165,6 +168,11 @@ def point_sampled_mask_losses(
         "loss_mask": sigmoid_ce_loss(point_logits, labels, num_masks),
         "loss_dice": dice_loss(point_logits, labels, num_masks),
     }
+
+
+# Up to this size the matched target masks are gathered and sampled in one call; larger, each
+# distinct target is sampled on its own (a loop, but no [N, H, W] float copy).
+_GATHERED_TARGETS_BYTES = 8 << 20
 
 
 def _sample_indexed_masks(

@@ -87,10 +87,20 @@ def test_point_sampled_mask_losses_deterministic_with_generator():
     assert a["loss_mask"] == b["loss_mask"] and a["loss_dice"] == b["loss_dice"]
 
 
-def test_indexed_target_masks_give_the_gathered_masks_losses():
+@pytest.mark.parametrize("gather_limit", [0, 1 << 30], ids=["per-target", "gathered"])
+def test_indexed_target_masks_give_the_gathered_masks_losses(monkeypatch, gather_limit):
     """``target_index`` (distinct masks + index, as the criterion passes them) gives bit for bit
     the losses and gradients of the gathered ``[N, H, W]`` masks: repeated, unused and
-    out-of-order targets, 1000 points each (several vector widths and a tail)."""
+    out-of-order targets, 1000 points each (several vector widths and a tail); both when each
+    distinct target is sampled on its own (large masks) and when they are gathered (small)."""
+    from detrex_ext.modeling import losses as losses_module
+
+    monkeypatch.setattr(losses_module, "_GATHERED_TARGETS_BYTES", gather_limit)
+    calls = []
+    sample = losses_module._sample_indexed_masks
+    monkeypatch.setattr(
+        losses_module, "_sample_indexed_masks", lambda *a: calls.append(1) or sample(*a)
+    )
     torch.manual_seed(0)
     distinct = torch.rand(5, 37, 29) > 0.5
     index = torch.tensor([3, 0, 3, 3, 1, 0, 4])  # target 2 unused, 3 used three times
@@ -106,6 +116,7 @@ def test_indexed_target_masks_give_the_gathered_masks_losses():
         results.append((losses["loss_mask"], losses["loss_dice"], logits.grad))
     for ours, gathered in zip(*results):
         assert torch.equal(ours, gathered)
+    assert len(calls) == (1 if gather_limit == 0 else 0)
 
 
 def test_reduce_num_objects_single_and_simulated_processes(monkeypatch):
