@@ -207,14 +207,14 @@ def test_encoder_ffn_inference_chunks_equal_the_whole_product(monkeypatch):
     """Eager inference runs the encoder FFN in token chunks (heap-sized hidden products); the
     result equals the one-product FFN (hand-written here), the chunk count follows the budget,
     and training keeps one product."""
-    from detrex_projects.maskdino.modeling import pixel_decoder
+    from detrex_projects.maskdino.modeling import encoder
 
     torch.manual_seed(0)
-    layer = pixel_decoder.MSDeformAttnEncoderLayer(d_model=16, d_ffn=32).eval()
+    layer = encoder.MSDeformAttnEncoderLayer(d_model=16, d_ffn=32).eval()
     src = torch.randn(2, 37, 16)  # 74 tokens
     expected = layer.linear2(torch.relu(layer.linear1(src))).detach()
     # 32 hidden floats per token = 128 bytes: a 2 KiB budget gives 16-token chunks (5 of them)
-    monkeypatch.setattr(pixel_decoder, "_FFN_CHUNK_BYTES", 2048)
+    monkeypatch.setattr(encoder, "_FFN_CHUNK_BYTES", 2048)
     calls = []
     layer.linear1.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[0]))
     with torch.no_grad():
