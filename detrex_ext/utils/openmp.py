@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
+from .cpus import available_cpus
+
 __all__ = ["busy_machine", "choose_wait_policy", "set_wait_policy_for_load"]
 
 USER_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -42,11 +44,7 @@ def set_wait_policy_for_load(environ: MutableMapping[str, str] = os.environ) -> 
         load: float | None = os.getloadavg()[0]
     except (OSError, AttributeError):  # no load average on this OS
         load = None
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    policy = choose_wait_policy(environ, load, cpus)
+    policy = choose_wait_policy(environ, load, available_cpus())
     if policy is not None:
         environ["OMP_WAIT_POLICY"] = policy
     return policy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detrex_ext.utils import threads
+from detrex_ext.utils import cpus, openmp, threads
 from detrex_ext.utils.openmp import USER_KEYS, busy_machine, choose_wait_policy
 
 
@@ -39,13 +39,13 @@ def test_processes_share_the_cpus_and_user_choices_win(monkeypatch):
 
 
 def test_available_cpus_follows_affinity_and_cgroup_quota(monkeypatch):
-    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(threads, "_cgroup_cpu_limit", lambda: None)
-    assert threads.available_cpus() == 4
-    monkeypatch.setattr(threads, "_cgroup_cpu_limit", lambda: 2.5)  # 250000 / 100000
-    assert threads.available_cpus() == 2
-    monkeypatch.setattr(threads, "_cgroup_cpu_limit", lambda: 0.5)
-    assert threads.available_cpus() == 1
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(cpus, "_cgroup_cpu_limit", lambda: None)
+    assert cpus.available_cpus() == 4
+    monkeypatch.setattr(cpus, "_cgroup_cpu_limit", lambda: 2.5)  # 250000 / 100000
+    assert cpus.available_cpus() == 2
+    monkeypatch.setattr(cpus, "_cgroup_cpu_limit", lambda: 0.5)
+    assert cpus.available_cpus() == 1
 
 
 def test_cgroup_v2_quota_is_read(monkeypatch, tmp_path):
@@ -60,9 +60,9 @@ def test_cgroup_v2_quota_is_read(monkeypatch, tmp_path):
 
     monkeypatch.setattr("builtins.open", fake_open)
     fake_open.content = "300000 100000\n"
-    assert threads._cgroup_cpu_limit() == 3.0
+    assert cpus._cgroup_cpu_limit() == 3.0
     fake_open.content = "max 100000\n"
-    assert threads._cgroup_cpu_limit() is None
+    assert cpus._cgroup_cpu_limit() is None
 
 
 def test_predictor_on_cpu_applies_the_policy(monkeypatch):
@@ -115,3 +115,16 @@ def test_wait_policy_follows_the_load_and_the_user():
     environ: dict[str, str] = {}
     assert busy_machine(4.0, 4) and not busy_machine(3.5, 4)
     assert choose_wait_policy(environ, 0.1, 1) is None and environ == {}
+
+
+def test_wait_policy_counts_the_cpus_the_process_may_use(monkeypatch):
+    """The busy test compares the load with ``available_cpus`` (affinity and cgroup quota), the
+    count the thread setting uses, not the machine's CPUs."""
+    monkeypatch.setattr(openmp.os, "getloadavg", lambda: (1.0, 0.0, 0.0))
+    monkeypatch.setattr(openmp, "available_cpus", lambda: 1)  # e.g. a 1-CPU cgroup quota
+    environ: dict[str, str] = {}
+    assert openmp.set_wait_policy_for_load(environ) == "PASSIVE"
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(openmp, "available_cpus", lambda: 2)
+    environ = {}
+    assert openmp.set_wait_policy_for_load(environ) is None and environ == {}
