@@ -297,3 +297,17 @@ def test_criterion_matches_up_front_with_same_losses(monkeypatch):
     for key, value in expected.items():
         assert torch.equal(losses[key], value), key
     assert np.isfinite([v.item() for v in losses.values()]).all()
+
+
+def test_cpu_default_batches_small_outputs_only():
+    """CPU default step: all outputs of a small model at once, one output of a large one per step
+    (the cache-sized bound of 2**18 values per float32 temporary)."""
+    matcher = HungarianMatcher(**MASK_DINO_WEIGHTS, num_points=256)
+    small = {"pred_masks": torch.zeros(2, 20, 1, 1)}  # 20 x 256 = 5120 values per output
+    assert matcher._chunks(list(range(5)), small, True) == [[0, 1, 2, 3, 4]]
+    assert matcher._chunks(list(range(5)), small, False) == [[0, 1, 2, 3, 4]]
+    many = {"pred_masks": torch.zeros(2, 400, 1, 1)}  # 102400 values: two fit in 2**18
+    assert matcher._chunks(list(range(5)), many, True) == [[0, 1], [2, 3], [4]]
+    large = HungarianMatcher(**MASK_DINO_WEIGHTS, num_points=12544)
+    r50 = {"pred_masks": torch.zeros(2, 300, 1, 1)}
+    assert large._chunks(list(range(3)), r50, True) == [[0], [1], [2]]
