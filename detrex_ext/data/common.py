@@ -181,17 +181,22 @@ class ToIterableDataset(torchdata.IterableDataset):
 @contextlib.contextmanager
 def seeded_random_state(seed: int) -> Iterator[None]:
     """Seed ``numpy.random``, ``random`` and torch's CPU generator inside the block, then put
-    back the previous states (so the caller's random streams are untouched)."""
+    back the previous states (so the caller's random streams are untouched).
+
+    Only the CPU generator: ``torch.manual_seed`` would also reseed (and not restore) every
+    accelerator generator, and before CUDA is initialised it records a stack trace per call.
+    """
     np_state, py_state = np.random.get_state(), random.getstate()
+    torch_state = torch.default_generator.get_state()
     np.random.seed(seed % 2**32)
     random.seed(seed)
+    torch.default_generator.manual_seed(seed)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
+        yield
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
+        torch.default_generator.set_state(torch_state)
 
 
 def _sample_seed(base_seed: int, position: int) -> int:

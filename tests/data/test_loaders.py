@@ -144,3 +144,31 @@ def test_test_loader_covers_the_shard_in_order(monkeypatch, synthetic_train):
     _as_rank(monkeypatch, 1, 2)
     shard = build_detection_test_loader("loader_syn", mapper=lambda d: d["image_id"])
     assert list(itertools.chain(*shard)) == [5, 6, 7, 8, 9]
+
+
+def test_seeded_random_state_seeds_and_restores_only_host_generators(monkeypatch):
+    import random
+
+    import numpy as np
+
+    from detrex_ext.data.common import seeded_random_state
+
+    def no_accelerator_seeding(*args, **kwargs):
+        raise AssertionError("the mapper's seeding must not touch accelerator generators")
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    before = (torch.rand(2), np.random.rand(2), random.random())
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "manual_seed_all", no_accelerator_seeding)
+        patch.setattr(torch.cuda, "manual_seed", no_accelerator_seeding)
+        with seeded_random_state(2**40 + 7):
+            inside = (torch.rand(3), np.random.rand(3), random.random())
+    after = (torch.rand(2), np.random.rand(2), random.random())
+    expected_torch = torch.rand(3, generator=torch.Generator().manual_seed(2**40 + 7))
+    assert torch.equal(inside[0], expected_torch)
+    assert np.array_equal(inside[1], np.random.RandomState((2**40 + 7) % 2**32).rand(3))
+    assert inside[2] == random.Random(2**40 + 7).random()
+    # the caller's streams continue as if the block had not run
+    assert torch.equal(after[0], before[0]) and np.array_equal(after[1], before[1])
+    assert after[2] == before[2]
