@@ -65,14 +65,26 @@ def _padded_value_rows(value: torch.Tensor, shapes: Sequence[tuple[int, int]], d
 
 
 class _Samples(NamedTuple):
-    """Where the samples of one call read: see ``_samples``."""
+    """Where the samples of one call read: see ``_samples``. The per-sample quantities are
+    ``[B, Q, H, L, P]`` planes, one per axis, so that every elementwise step runs over long rows
+    (a trailing axis of 2 or 4 makes each step several times slower on CPU)."""
 
     rows: torch.Tensor  # [B*Q*H, L*P*4] corner rows, int32 (int64 for huge inputs)
-    pixel: torch.Tensor  # [B, Q, H, L, P, 2] (x, y) pixel coordinate, clamped to [-1, size]
-    corner: torch.Tensor  # [B, Q, H, L, P, 2] floor(pixel)
-    inside: torch.Tensor | None  # [B, Q, H, L, P, 2] bool: not clamped (``with_inside`` only)
-    sizes: torch.Tensor  # [L, 1, 2] (W_l, H_l)
+    pixel_x: torch.Tensor  # pixel coordinates, clamped to [-1, size]
+    pixel_y: torch.Tensor
+    corner_x: torch.Tensor  # floor(pixel)
+    corner_y: torch.Tensor
+    inside_x: torch.Tensor | None  # bool: not clamped (``with_inside`` only)
+    inside_y: torch.Tensor | None
+    width: torch.Tensor  # [L, P] W_l of every (level, point)
+    height: torch.Tensor  # [L, P] H_l
     num_rows: int  # rows of the padded value, B * S_pad * H
+
+
+def _per_level_point(values: Sequence, points: int, **like) -> torch.Tensor:
+    """``[L, P]`` table of one value per level (contiguous: it broadcasts over ``[..., L, P]``
+    planes along 16-element rows instead of 4-element ones)."""
+    return torch.tensor(values, **like).view(-1, 1).expand(-1, points).contiguous()
 
 
 def _samples(
@@ -92,52 +104,75 @@ def _samples(
     num_rows = batch * sum(h * w for h, w in padded) * num_heads
     index_dtype = torch.int32 if num_rows <= _INT32_LIMIT else torch.int64
 
-    sizes = torch.tensor([(w, h) for h, w in shapes], dtype=dtype, device=device)
-    sizes = sizes.view(levels, 1, 2)
+    as_float = dict(dtype=dtype, device=device)
+    width = _per_level_point([w for _, w in shapes], points, **as_float)
+    height = _per_level_point([h for h, _ in shapes], points, **as_float)
     # loc * size - 0.5, rounded exactly as grid_sample computes it from its [-1, 1] grid
     grid = sampling_locations.to(dtype) * 2 - 1
-    pixel = (grid + 1) * (sizes / 2) - 0.5
-    inside = (pixel >= -1.0) & (pixel <= sizes) if with_inside else None  # False for NaN
+    pixel_x = (grid[..., 0] + 1) * (width / 2) - 0.5
+    pixel_y = (grid[..., 1] + 1) * (height / 2) - 0.5
+    inside_x = inside_y = None
+    if with_inside:  # False for NaN
+        inside_x = (pixel_x >= -1.0) & (pixel_x <= width)
+        inside_y = (pixel_y >= -1.0) & (pixel_y <= height)
     # NaN reads zeros (as the official kernel's bounds test); far-away points land on the border.
-    pixel = torch.clamp(pixel.nan_to_num(nan=-1.0), min=torch.full_like(sizes, -1.0), max=sizes)
-    corner = pixel.floor()
+    pixel_x = pixel_x.nan_to_num_(nan=-1.0).clamp_(min=-1.0)
+    pixel_y = pixel_y.nan_to_num_(nan=-1.0).clamp_(min=-1.0)
+    pixel_x, pixel_y = torch.minimum(pixel_x, width), torch.minimum(pixel_y, height)
+    corner_x, corner_y = pixel_x.floor(), pixel_y.floor()
 
-    padded_x = (corner[..., 0] + _PAD_BEFORE).to(index_dtype)
-    padded_y = (corner[..., 1] + _PAD_BEFORE).to(index_dtype)
-    starts, strides, offsets, s_pad = [], [], [], 0
+    starts, s_pad = [], 0
     for h_pad, w_pad in padded:
         starts.append(s_pad)
-        strides.append(w_pad * num_heads)
-        offsets.append([0, num_heads, w_pad * num_heads, (w_pad + 1) * num_heads])
         s_pad += h_pad * w_pad
     as_index = dict(dtype=index_dtype, device=device)
-    row_stride = torch.tensor(strides, **as_index).view(levels, 1)
-    level_start = torch.tensor(starts, **as_index).view(1, 1, 1, levels, 1)
+    row_stride = _per_level_point([w_pad * num_heads for _, w_pad in padded], points, **as_index)
+    level_start = _per_level_point(starts, points, **as_index)
     image = torch.arange(batch, **as_index).view(batch, 1, 1, 1, 1)
     head = torch.arange(heads, **as_index).view(1, 1, heads, 1, 1)
-    base = (image * s_pad + level_start) * num_heads + head  # [B, 1, H, L, 1]
-    rows = padded_y * row_stride
-    rows.add_(padded_x, alpha=num_heads).add_(base)
-    rows = rows.unsqueeze(-1) + torch.tensor(offsets, **as_index).view(levels, 1, 4)
-    rows = rows.view(batch * queries * heads, -1)
-    return _Samples(rows, pixel, corner, inside, sizes, num_rows)
+    base = ((image * s_pad + level_start) * num_heads + head).contiguous()  # [B, 1, H, L, P]
+    rows = (corner_y + _PAD_BEFORE).to(index_dtype).mul_(row_stride)
+    rows.add_((corner_x + _PAD_BEFORE).to(index_dtype), alpha=num_heads).add_(base)
+    below = rows + row_stride
+    rows = torch.stack((rows, rows + num_heads, below, below + num_heads), -1)
+    return _Samples(
+        rows.view(batch * queries * heads, -1),
+        pixel_x,
+        pixel_y,
+        corner_x,
+        corner_y,
+        inside_x,
+        inside_y,
+        width,
+        height,
+        num_rows,
+    )
 
 
-def _bilinear(samples: _Samples) -> tuple[torch.Tensor, torch.Tensor]:
-    """The x weights ``[..., 2]`` (x0 + 1 - x, x - x0) and the y weights, as grid_sample
-    rounds them."""
-    before = samples.corner + 1 - samples.pixel
-    after = samples.pixel - samples.corner
-    weight_x = torch.stack((before[..., 0], after[..., 0]), -1)
-    weight_y = torch.stack((before[..., 1], after[..., 1]), -1)
-    return weight_x, weight_y
+def _bilinear(samples: _Samples) -> tuple[torch.Tensor, ...]:
+    """The x weights (x0 + 1 - x, x - x0) and the y weights, as grid_sample rounds them:
+    four ``[B, Q, H, L, P]`` planes ``(x_before, x_after, y_before, y_after)``."""
+    return (
+        samples.corner_x + 1 - samples.pixel_x,
+        samples.pixel_x - samples.corner_x,
+        samples.corner_y + 1 - samples.pixel_y,
+        samples.pixel_y - samples.corner_y,
+    )
 
 
 def _corner_weights(samples: _Samples, attention_weights: torch.Tensor) -> torch.Tensor:
     """``[B*Q*H, L*P*4]``: bilinear weight of every corner times the attention weight."""
-    weight_x, weight_y = _bilinear(samples)
-    weights = weight_y[..., :, None] * weight_x[..., None, :]  # [..., 2 (y), 2 (x)]
-    weights = weights * attention_weights.to(weights.dtype)[..., None, None]
+    x_before, x_after, y_before, y_after = _bilinear(samples)
+    attention = attention_weights.to(x_before.dtype)
+    weights = torch.stack(
+        (
+            y_before * x_before * attention,
+            y_before * x_after * attention,
+            y_after * x_before * attention,
+            y_after * x_after * attention,
+        ),
+        -1,
+    )
     return weights.view(samples.rows.shape)
 
 
@@ -169,7 +204,7 @@ def _scatter_rows(rows, weights, grad_bags: torch.Tensor, num_rows: int) -> torc
         bag_of_entry,
         grad_bags,
         offsets,
-        per_sample_weights=weights.reshape(-1)[order],
+        per_sample_weights=weights.reshape(-1).index_select(0, order),
         mode="sum",
     )
 
@@ -226,19 +261,20 @@ def msda_gather_backward(
         grad_rows = _scatter_rows(samples.rows, weights, grad_bags, samples.num_rows)
         grad_value = _unpadded(grad_rows, shapes, batch, heads)
 
-        # dots[..., iy, ix] = <grad, corner (x + ix, y + iy)>
+        # dot products of the output gradient with the corners (x + ix, y + iy)
         value_rows = _padded_value_rows(value, shapes, dtype)
         dots = _corner_dots(samples.rows, value_rows, grad_bags)
-        dots = dots.view(*samples.pixel.shape[:-1], 2, 2)
-        weight_x, weight_y = _bilinear(samples)
-        along_x = (dots * weight_x[..., None, :]).sum(-1)  # [..., 2 (y)]
-        along_y = (dots * weight_y[..., :, None]).sum(-2)  # [..., 2 (x)]
-        grad_attn = (along_x * weight_y).sum(-1)
-        grad_pixel = torch.stack(
-            (along_y[..., 1] - along_y[..., 0], along_x[..., 1] - along_x[..., 0]), -1
-        )
+        dot_00, dot_01, dot_10, dot_11 = dots.view(*samples.pixel_x.shape, 4).unbind(-1)
+        x_before, x_after, y_before, y_after = _bilinear(samples)
+        along_x_top = dot_00 * x_before + dot_01 * x_after  # interpolated along x, row y
+        along_x_bottom = dot_10 * x_before + dot_11 * x_after  # row y + 1
+        along_y_left = dot_00 * y_before + dot_10 * y_after
+        along_y_right = dot_01 * y_before + dot_11 * y_after
+        grad_attn = along_x_top * y_before + along_x_bottom * y_after
         # pixel = loc * size - 0.5, clamped: d/dloc = size where the clamp was not active
-        grad_loc = grad_pixel * attention[..., None] * samples.sizes * samples.inside
+        grad_x = (along_y_right - along_y_left) * attention * samples.width * samples.inside_x
+        grad_y = (along_x_bottom - along_x_top) * attention * samples.height * samples.inside_y
+        grad_loc = torch.stack((grad_x, grad_y), -1)
     return (
         grad_value.to(value.dtype),
         grad_loc.to(sampling_locations.dtype),
