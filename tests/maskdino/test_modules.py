@@ -226,3 +226,46 @@ def test_encoder_ffn_inference_chunks_equal_the_whole_product(monkeypatch):
     trained = layer._ffn(src)
     assert calls == [2] and trained.requires_grad  # one [2, 37, 32] product
     torch.testing.assert_close(trained.detach(), expected, rtol=1e-6, atol=1e-6)
+
+
+def _backward_node_names(tensor: torch.Tensor) -> set[str]:
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_ffn_relu_under_autograd_leaves_no_view_rebase_in_the_backward():
+    """An in-place ReLU on the 3-d linear output (a view of the matrix product) makes autograd
+    rebase the view: CopySlices / AsStridedBackward nodes that copy the whole hidden tensor
+    several times. Under autograd both layers' FFNs stay out of place, with the same values
+    and gradients as the hand-written FFN."""
+    from detrex_projects.maskdino.modeling import encoder
+    from detrex_projects.maskdino.modeling.decoder_layers import DeformableTransformerDecoderLayer
+
+    torch.manual_seed(0)
+    layer = encoder.MSDeformAttnEncoderLayer(d_model=16, d_ffn=32).train()
+    src = torch.randn(2, 37, 16, requires_grad=True)
+    out = layer._ffn(src)
+    assert "ReluBackward0" in _backward_node_names(out)
+    assert not {"CopySlices", "AsStridedBackward0"} & _backward_node_names(out)
+    (grad,) = torch.autograd.grad(out.square().sum(), src)
+    expected = layer.linear2(torch.relu(layer.linear1(src)))
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), src)
+    assert torch.equal(out, expected) and torch.equal(grad, expected_grad)
+
+    decoder_layer = DeformableTransformerDecoderLayer(
+        d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2
+    ).train()
+    shapes = [(4, 5), (2, 3)]
+    memory = torch.randn(2, 26, 16)
+    tgt, pos = torch.randn(2, 7, 16, requires_grad=True), torch.randn(2, 7, 16)
+    boxes = torch.rand(2, 7, 2, 4) * 0.5 + 0.25
+    out = decoder_layer(tgt, pos, boxes, memory, shapes, None)
+    names = _backward_node_names(out)
+    assert "ReluBackward0" in names and not {"CopySlices", "AsStridedBackward0"} & names

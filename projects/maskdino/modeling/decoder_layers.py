@@ -10,6 +10,7 @@ nothing numerically.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -106,8 +107,11 @@ class DeformableTransformerDecoderLayer(nn.Module):
             )
             tgt = self.norm1(tgt + self.dropout1(attn))
 
-            # in place: the fresh [B, Nq, d_ffn] product is not needed by anything else
-            ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt), inplace=True)))
+            # in place only without autograd: the 3-d product is a view of the matrix product,
+            # and autograd would rebase it in the backward (CopySlices, AsStridedBackward copy
+            # the whole [B, Nq, d_ffn] tensor several times)
+            hidden = F.relu(self.linear1(tgt), inplace=not torch.is_grad_enabled())
+            ffn = self.linear2(self.dropout3(hidden))
             return self.norm3(tgt + self.dropout4(ffn))
 
 

@@ -73,13 +73,17 @@ class MSDeformAttnEncoderLayer(nn.Module):
     def _ffn(self, src: Tensor) -> Tensor:
         """``linear2(relu(linear1(src)))``: `[B, S, D]` -> `[B, S, D]`.
 
-        The ReLU is in place: the fresh `[B, S, d_ffn]` product is not needed by anything else
-        (its backward keeps only the input and weights). In eager inference the tokens go in
-        chunks whose hidden product stays well under glibc's largest mmap threshold (32 MiB): a
-        larger buffer is mapped fresh and page-faulted in on every call, a smaller one is reused
-        from the heap (2 x 3190 tokens, 2 CPU threads: 0.87x the time; the same values).
+        Under autograd the ReLU is out of place: the 3-d product is a view of the matrix
+        product, and an in-place ReLU on a view makes autograd rebase it (CopySlices and
+        AsStridedBackward copy the whole `[B, S, d_ffn]` tensor several times in the backward).
+        Without autograd it is in place, and in eager inference the tokens go in chunks whose
+        hidden product stays well under glibc's largest mmap threshold (32 MiB): a larger buffer
+        is mapped fresh and page-faulted in on every call, a smaller one is reused from the heap
+        (2 x 3190 tokens, 2 CPU threads: 0.87x the time; the same values).
         """
-        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+        if torch.is_grad_enabled():
+            return self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        if self.training or torch.compiler.is_compiling():
             return self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
         tokens = src.reshape(-1, src.shape[-1])
         rows = max(1, _FFN_CHUNK_BYTES // (self.linear1.out_features * src.element_size()))
