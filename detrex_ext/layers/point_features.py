@@ -40,7 +40,9 @@ def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
 
     Shapes: ``[R, 1, ...]`` -> ``[R, 1, ...]``.
     """
-    return -torch.abs(logits)
+    # negated in place: PointRend's candidate maps are large, and a second fresh temporary of
+    # their size is page-faulted in on CPU
+    return torch.abs(logits).neg_()
 
 
 def get_uncertain_point_coords_with_randomness(
