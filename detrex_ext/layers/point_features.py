@@ -9,6 +9,9 @@ import torch.nn.functional as F
 
 __all__ = ["calculate_uncertainty", "get_uncertain_point_coords_with_randomness", "point_sample"]
 
+# CPU: bytes of float32 candidate coordinates ranked per step of the point selection
+_CANDIDATE_STEP_BYTES = 4 << 20
+
 
 def point_sample(
     input: torch.Tensor, point_coords: torch.Tensor, align_corners: bool = False, **kwargs
@@ -82,27 +85,52 @@ def get_uncertain_point_coords_with_randomness(
     # Coordinates stay >= fp32 even for half-precision logits (which are upcast for sampling).
     dtype = torch.promote_types(coarse_logits.dtype, torch.float32)
     candidates = torch.rand(num_maps, num_sampled, 2, device=device, generator=generator).to(dtype)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    maps_per_step = max(num_maps, 1)
+    if device.type == "cpu":
+        # A few maps at a time: their samples, uncertainties and top-k then stay well under
+        # glibc's mmap threshold and are reused from the heap instead of being page-faulted in
+        # afresh on every call (the candidates are one draw, as the official code draws them).
+        maps_per_step = max(1, _CANDIDATE_STEP_BYTES // max(1, num_sampled * 2 * 4))
+    steps = [
+        _most_uncertain(
+            coarse_logits[start : start + maps_per_step].to(dtype),
+            candidates[start : start + maps_per_step],
+            uncertainty_func,
+            num_uncertain,
+        )
+        for start in range(0, max(num_maps, 1), maps_per_step)
+    ]
+    point_coords = steps[0] if len(steps) == 1 else torch.cat(steps)
+    num_random = num_points - num_uncertain
+    if num_random > 0:
+        extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
+        point_coords = torch.cat([point_coords, extra.to(point_coords.dtype)], dim=1)
+    return point_coords
+
+
+def _most_uncertain(
+    logits: torch.Tensor,
+    candidates: torch.Tensor,
+    uncertainty_func: Callable[[torch.Tensor], torch.Tensor],
+    num_uncertain: int,
+) -> torch.Tensor:
+    """The ``num_uncertain`` most uncertain of the ``candidates [N, S, 2]`` (x, y) points on
+    ``logits [N, C, H, W]``, unordered -> ``[N, num_uncertain, 2]``."""
     # On CPU the candidates become grid_sample's [-1, 1] grid in place (a fresh [N, S, 2] tensor
     # costs page faults there) and the kept ones are mapped back. Both maps are exact: the CPU's
     # float32 uniform draws are multiples of 2^-24, so 2c - 1 and (g + 1) / 2 need no rounding.
     # (CUDA's draws are finer near 0, and its caching allocator makes the copy cheap.)
     in_place = candidates.device.type == "cpu"
     grid = candidates.mul_(2.0).sub_(1.0) if in_place else candidates * 2.0 - 1.0
-    logits = F.grid_sample(coarse_logits.to(dtype), grid.unsqueeze(2), align_corners=False)
-    uncertainties = uncertainty_func(logits.squeeze(3))
-    num_uncertain = int(importance_sample_ratio * num_points)
-    num_random = num_points - num_uncertain
+    samples = F.grid_sample(logits, grid.unsqueeze(2), align_corners=False)
+    uncertainties = uncertainty_func(samples.squeeze(3))
     # The order of the kept points does not matter (the losses average over points), so the
     # top-k is not sorted (the same set, about half the time on CPU).
     index = torch.topk(uncertainties[:, 0, :], k=num_uncertain, dim=1, sorted=False)[1]
     if in_place:
-        point_coords = _gather_points(grid, index).add_(1.0).mul_(0.5)
-    else:
-        point_coords = _gather_points(candidates, index)
-    if num_random > 0:
-        extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
-        point_coords = torch.cat([point_coords, extra.to(point_coords.dtype)], dim=1)
-    return point_coords
+        return _gather_points(grid, index).add_(1.0).mul_(0.5)
+    return _gather_points(candidates, index)
 
 
 def _gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

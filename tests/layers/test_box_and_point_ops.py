@@ -102,10 +102,16 @@ def test_calculate_uncertainty():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_uncertain_points_are_the_most_uncertain_candidates(dtype):
+@pytest.mark.parametrize("maps_per_step", [1, 2, 3], ids=["1-map-steps", "2-map-steps", "one-step"])
+def test_uncertain_points_are_the_most_uncertain_candidates(monkeypatch, dtype, maps_per_step):
     """Brute force: replay the candidate draw, rank the candidates by uncertainty with a full
     sort, and check the kept importance points are exactly the top ones (as a set: their order
-    is not specified) and the rest are the next fresh draws."""
+    is not specified) and the rest are the next fresh draws. On CPU the maps are ranked in steps
+    (small buffers); the result does not depend on the step size."""
+    from detrex_ext.layers import point_features
+
+    # 48 candidates of 2 float32 coordinates: 384 bytes per map
+    monkeypatch.setattr(point_features, "_CANDIDATE_STEP_BYTES", 384 * maps_per_step)
     logits = torch.randn(3, 1, 6, 7, dtype=dtype)
     num_points, oversample, ratio = 16, 3.0, 0.75
     coords = get_uncertain_point_coords_with_randomness(
