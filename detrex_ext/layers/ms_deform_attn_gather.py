@@ -160,9 +160,12 @@ def _bilinear(samples: _Samples) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _corner_weights(samples: _Samples, attention_weights: torch.Tensor) -> torch.Tensor:
-    """``[B*Q*H, L*P*4]``: bilinear weight of every corner times the attention weight."""
-    x_before, x_after, y_before, y_after = _bilinear(samples)
+def _corner_weights(
+    samples: _Samples, bilinear: tuple[torch.Tensor, ...], attention_weights: torch.Tensor
+) -> torch.Tensor:
+    """``[B*Q*H, L*P*4]``: bilinear weight of every corner (``bilinear``, the planes of
+    ``_bilinear(samples)``) times the attention weight."""
+    x_before, x_after, y_before, y_after = bilinear
     attention = attention_weights.to(x_before.dtype)
     weights = torch.stack(
         (
@@ -236,7 +239,7 @@ def msda_gather_forward(
     dtype = _compute_dtype(value, sampling_locations, attention_weights)
     with torch.autocast(value.device.type, enabled=False):
         samples = _samples(sampling_locations, shapes, heads, dtype)
-        weights = _corner_weights(samples, attention_weights)
+        weights = _corner_weights(samples, _bilinear(samples), attention_weights)
         value_rows = _padded_value_rows(value, shapes, dtype)
         output = F.embedding_bag(samples.rows, value_rows, per_sample_weights=weights, mode="sum")
     return output.view(batch, -1, heads * head_dim).to(value.dtype)
@@ -257,7 +260,8 @@ def msda_gather_backward(
         samples = _samples(sampling_locations, shapes, heads, dtype, with_inside=True)
         attention = attention_weights.to(dtype)
         grad_bags = grad_output.to(dtype).reshape(-1, head_dim)
-        weights = _corner_weights(samples, attention)
+        bilinear = _bilinear(samples)  # shared by the weights and the location gradient
+        weights = _corner_weights(samples, bilinear, attention)
         grad_rows = _scatter_rows(samples.rows, weights, grad_bags, samples.num_rows)
         grad_value = _unpadded(grad_rows, shapes, batch, heads)
 
@@ -265,7 +269,7 @@ def msda_gather_backward(
         value_rows = _padded_value_rows(value, shapes, dtype)
         dots = _corner_dots(samples.rows, value_rows, grad_bags)
         dot_00, dot_01, dot_10, dot_11 = dots.view(*samples.pixel_x.shape, 4).unbind(-1)
-        x_before, x_after, y_before, y_after = _bilinear(samples)
+        x_before, x_after, y_before, y_after = bilinear
         along_x_top = dot_00 * x_before + dot_01 * x_after  # interpolated along x, row y
         along_x_bottom = dot_10 * x_before + dot_11 * x_after  # row y + 1
         along_y_left = dot_00 * y_before + dot_10 * y_after
