@@ -20,6 +20,12 @@ from detrex_ext.utils.openmp import set_wait_policy_for_load  # noqa: E402
 
 set_wait_policy_for_load()
 
+# Freed memory stays in the heap for the next step instead of being unmapped and page-faulted in
+# again (see detrex_ext.utils.malloc); malloc variables the user set win. torch-free import.
+from detrex_ext.utils.malloc import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()
+
 import argparse
 import copy
 import sys

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from .malloc import user_malloc_settings
+
 __all__ = ["seed_all_rng", "derive_seed", "preserved_random_state", "collect_env_info"]
 
 
@@ -103,6 +105,9 @@ def collect_env_info() -> str:
         rows.append((name, _version_of(name)))
     rows.append(("CPU threads (torch)", str(torch.get_num_threads())))
     rows.append(("os.cpu_count()", str(os.cpu_count())))
+    rows.append(("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "<not set>")))
+    malloc = [f"{key}={os.environ[key]}" for key in user_malloc_settings(os.environ)]
+    rows.append(("malloc settings", " ".join(malloc) or "<C library defaults>"))
     cuda_ok = torch.cuda.is_available()
     rows.append(("CUDA available", str(cuda_ok)))
     if cuda_ok:
