@@ -143,3 +143,56 @@ def test_focal_class_loss_normalisation():
     alpha_t = 0.25 * onehot + 0.75 * (1 - onehot)
     expected = (alpha_t * (1 - p_t) ** 2 * bce).sum() / 2.0
     assert got["loss_ce"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_matched_losses_index_the_right_image_and_target():
+    """Two images (2 and 1 objects): the box, class and mask losses use prediction
+    (b, query) with target (b, index), as the hand-gathered pairs give; panoptic_on keeps the
+    thing classes only. Indices are the matcher's per-image pairs, in its (unsorted) order."""
+    from detrex_ext.modeling import point_sampled_mask_losses
+    from detrex_projects.maskdino.modeling import SetCriterion
+
+    torch.manual_seed(0)
+    boxes = torch.rand(2, 4, 4) * 0.5 + 0.25
+    logits, masks = torch.randn(2, 4, 3), torch.randn(2, 4, 8, 8)
+    targets = [
+        {
+            "labels": torch.tensor([0, 2]),
+            "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.1, 0.3]]),
+            "masks": torch.rand(2, 16, 16) > 0.5,
+        },
+        {
+            "labels": torch.tensor([1]),
+            "boxes": torch.tensor([[0.4, 0.4, 0.3, 0.2]]),
+            "masks": torch.rand(1, 16, 16) > 0.5,
+        },
+    ]
+    indices = [(torch.tensor([3, 0]), torch.tensor([1, 0])), (torch.tensor([2]), torch.tensor([0]))]
+    pairs = [(0, 3, 0, 1), (0, 0, 0, 0), (1, 2, 1, 0)]  # (image, query, image, target)
+    src = torch.stack([boxes[b, q] for b, q, _, _ in pairs])
+    tgt = torch.stack([targets[b]["boxes"][t] for _, _, b, t in pairs])
+    outputs = {"pred_boxes": boxes, "pred_logits": logits, "pred_masks": masks}
+
+    criterion = SetCriterion(num_classes=3, matcher=None, weight_dict={}, num_points=16)
+    got = criterion.loss_boxes(outputs, targets, indices, num_boxes=3.0)
+    assert got["loss_bbox"].item() == pytest.approx((src - tgt).abs().sum().item() / 3.0)
+    # panoptic: class 2 is stuff with num_thing_classes=2, so the first pair drops out
+    panoptic = SetCriterion(
+        num_classes=3, matcher=None, weight_dict={}, panoptic_on=True, num_thing_classes=2
+    )
+    got = panoptic.loss_boxes(outputs, targets, indices, num_boxes=3.0)
+    assert got["loss_bbox"].item() == pytest.approx((src - tgt)[1:].abs().sum().item() / 3.0)
+
+    classes = criterion._target_classes(logits, targets, indices)
+    expected = torch.full((2, 4), 3)
+    expected[0, 3], expected[0, 0], expected[1, 2] = 2, 0, 1
+    assert torch.equal(classes, expected)
+
+    torch.manual_seed(1)
+    got = criterion.loss_masks(outputs, targets, indices, num_boxes=3.0)
+    torch.manual_seed(1)
+    src_masks = torch.stack([masks[b, q] for b, q, _, _ in pairs])
+    tgt_masks = torch.stack([targets[b]["masks"][t] for _, _, b, t in pairs])
+    want = point_sampled_mask_losses(src_masks, tgt_masks, 3.0, num_points=16)
+    assert torch.equal(got["loss_mask"], want["loss_mask"])
+    assert torch.equal(got["loss_dice"], want["loss_dice"])

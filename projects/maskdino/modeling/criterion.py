@@ -104,17 +104,16 @@ class SetCriterion(nn.Module):
     # ------------------------------------------------------------------ single losses
     @staticmethod
     def _src_idx(indices: Indices) -> tuple[Tensor, Tensor]:
-        batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
-        return batch, torch.cat([src for src, _ in indices])
+        matched = _as_matched(indices)
+        return matched.batch, matched.query
 
     def _target_classes(self, logits: Tensor, targets: list[dict], indices: Indices) -> Tensor:
         """`[B, Q]` class of each query: its matched label, else C ("no object")."""
-        idx = self._src_idx(indices)
-        matched = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        matched = _as_matched(indices, targets)
         classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
-        classes[idx] = matched
+        classes[matched.batch, matched.query] = matched.targets.labels[matched.target]
         return classes
 
     def loss_labels(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
@@ -139,12 +138,11 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
         """L1 and 1 - GIoU of matched normalised cxcywh boxes, / num_boxes."""
-        idx = self._src_idx(indices)
-        src = outputs["pred_boxes"][idx].float()
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
+        matched = _as_matched(indices, targets)
+        src = outputs["pred_boxes"][matched.batch, matched.query].float()
+        tgt = matched.targets.boxes[matched.target]
         if self.panoptic_on:
-            labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-            isthing = labels < self.num_thing_classes
+            isthing = matched.targets.labels[matched.target] < self.num_thing_classes
             src, tgt = src[isthing], tgt[isthing]
         return {
             "loss_bbox": l1_box_loss(src, tgt, num_boxes),
@@ -153,23 +151,17 @@ class SetCriterion(nn.Module):
 
     def loss_masks(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
         """Point-sampled BCE and dice of matched masks (PointRend sampling), / num_boxes."""
-        src_masks = outputs["pred_masks"][self._src_idx(indices)]
+        matched = _as_matched(indices, targets)
         # Same order as the predictions: image by image, in the matcher's order; the matched
         # masks are indexed into the batch's masks rather than copied out.
-        offsets = [0]
-        for t in targets[:-1]:
-            offsets.append(offsets[-1] + len(t["masks"]))
-        target_index = torch.cat(
-            [j.to(src_masks.device) + offset for offset, (_, j) in zip(offsets, indices)]
-        )
         return point_sampled_mask_losses(
-            src_masks,
-            torch.cat([t["masks"] for t in targets]),
+            outputs["pred_masks"][matched.batch, matched.query],
+            matched.targets.masks,
             num_boxes,
             self.num_points,
             self.oversample_ratio,
             self.importance_sample_ratio,
-            target_index=target_index,
+            target_index=matched.target.to(outputs["pred_masks"].device),
         )
 
     def get_loss(
@@ -228,10 +220,13 @@ class SetCriterion(nn.Module):
             scalar = dn_meta["scalar"]
             dn_out = dn_meta["output_known_lbs_bboxes"]
             # Fixed assignment: DN slot g * max_objects + j reconstructs ground truth j.
-            dn_idx = dn_meta["indices"]
+            dn_idx = dn_meta["indices"]  # wrapped below, once the targets are concatenated
         # matched[0]: final output, matched[1 + i]: aux i, matched[-1]: interm (when present)
-        matched = self._match_all(outputs, targets)
+        batch_targets = _BatchTargets(targets)
+        matched = [_Matched(pairs, batch_targets) for pairs in self._match_all(outputs, targets)]
         indices = matched[0]
+        if use_dn:
+            dn_idx = _Matched(dn_idx, batch_targets)
         num_boxes = reduce_num_objects(sum(len(t["labels"]) for t in targets), device)
 
         losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "")
@@ -270,6 +265,51 @@ class SetCriterion(nn.Module):
                 self._losses(self.losses, interm, targets, matched[-1], num_boxes, "_interm")
             )
         return losses
+
+
+class _BatchTargets:
+    """The batch's targets concatenated once per step: `labels [T]`, `boxes [T, 4]`, `masks
+    [T, H, W]` (None where absent) and `offsets` (the first row of each image)."""
+
+    def __init__(self, targets: list[dict]) -> None:
+        def cat(key: str) -> Tensor | None:
+            if not targets or key not in targets[0]:
+                return None
+            return targets[0][key] if len(targets) == 1 else torch.cat([t[key] for t in targets])
+
+        self.labels, self.boxes, self.masks = cat("labels"), cat("boxes"), cat("masks")
+        counts = [len(t["labels"]) for t in targets]
+        self.offsets = [sum(counts[:i]) for i in range(len(counts))]
+
+
+class _Matched(list):
+    """A matcher result (per image `(query_idx [K_b], target_idx [K_b])`, still usable as that
+    list) with its flat index tensors, built once and shared by every loss of the output:
+    `batch [K]` and `query [K]` index the predictions, `target [K]` the `_BatchTargets` rows."""
+
+    def __init__(self, pairs: Indices, targets: _BatchTargets | None) -> None:
+        super().__init__(pairs)
+        self.targets = targets
+        queries = [query for query, _ in pairs]
+        device = queries[0].device if queries else torch.device("cpu")
+        sizes = torch.tensor([len(query) for query in queries], device=device)
+        image_ids = torch.arange(len(pairs), device=device)
+        self.batch = torch.repeat_interleave(image_ids, sizes)
+        self.query = torch.cat(queries) if queries else sizes.new_empty(0)
+        self.target = None
+        if targets is None:  # predictions' side only
+            return
+        offsets = torch.tensor(targets.offsets, dtype=torch.int64, device=device)
+        target = torch.cat([target for _, target in pairs]) if pairs else sizes.new_empty(0)
+        self.target = target + torch.repeat_interleave(offsets, sizes)
+
+
+def _as_matched(indices: Indices, targets: list[dict] | None = None) -> _Matched:
+    """`indices` with its flat forms (computed here when the caller passed a plain list; without
+    `targets`, only the predictions' side)."""
+    if isinstance(indices, _Matched):
+        return indices
+    return _Matched(indices, None if targets is None else _BatchTargets(targets))
 
 
 def _keep_empty_weight(module, state_dict, prefix, *_args) -> None:
