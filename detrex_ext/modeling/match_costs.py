@@ -29,10 +29,11 @@ class MatchCost:
     cost for box-only intermediate outputs). Terms with ``needs_points`` read the mask logits and
     target masks sampled at the matcher's shared random points (``mask_points``).
 
-    Batching contract: prediction entries may carry leading batch dims (``[L, Q, ...]``: several
-    outputs of one image), target entries are shared (``[T, ...]``) except ``mask_points``
-    (``[L, T, N]``, one point set per output). Row ``q`` of the cost must depend only on
-    prediction ``q``, so batched rows equal the rows of one output alone.
+    Batching contract: prediction entries may carry leading batch dims (``[L, S, Q, ...]``:
+    several outputs on several images), target entries are the images' targets concatenated
+    (``[T, ...]``, T summed over the images) except ``mask_points`` (``[L, S, T, N]``, one point
+    set per output and image). Row ``q`` of the cost must depend only on prediction ``q`` and
+    column ``t`` only on target ``t``, so each image's own columns equal its matrix alone.
     """
 
     kind = ""

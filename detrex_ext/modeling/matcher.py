@@ -8,19 +8,26 @@ Conventions (DETR / Mask2Former / Mask DINO): ``outputs`` is a dict with ``pred_
 
 ``HungarianMatcher.match_many`` matches several outputs (final, auxiliary, intermediate) against
 the same targets with ONE device-to-host transfer: the cost matrices are computed on the
-outputs' device, batched over the outputs, and copied to the host together for scipy's solver.
+outputs' device, batched over the outputs and as many images as a step allows (see
+``match_blocks``), and copied to the host together for scipy's solver.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from .match_blocks import (
+    _group_by_layout,
+    _num_targets,
+    _own_columns,
+    _sample_mask_points,
+    _sanitize,
+    _solve_on_host,
+    _stack_block,
+)
 from .match_costs import (
     FocalClassCost,
     GIoUBoxCost,
@@ -44,65 +51,10 @@ __all__ = [
 
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
 
+_PREDICTION_KEYS = ("pred_logits", "pred_boxes", "pred_masks")
+
 # match_many's default step size on CPU (values per float32 temporary): cache-sized
 _CPU_BATCH_POINTS = 1 << 18
-
-
-_NONFINITE_WARNING = (
-    "HungarianMatcher: the cost matrix has {} NaN/inf entries (check the "
-    "predicted boxes / logits for NaN or degenerate boxes); they are replaced by costs beyond "
-    "the finite range so matching can proceed."
-)
-
-
-def _sanitize(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace NaN / +inf by a cost above every finite one and -inf by one below, per matrix.
-
-    Runs on the costs' device without reading any value back (no host synchronisation). With
-    ``high`` / ``low`` the largest / smallest finite cost of a matrix (0 when it has none) and
-    ``span = high - low + 1``, NaN and +inf become ``high + span`` and -inf ``low - span``,
-    computed in float64 and rounded to the costs' dtype (the values of the former host formula).
-
-    Args:
-        cost: ``[..., Q, T]`` costs.
-
-    Returns:
-        The sanitised ``[..., Q, T]`` costs and ``[...]`` int64 counts of non-finite entries.
-    """
-    finite = torch.isfinite(cost)
-    num_bad = (~finite).sum((-2, -1))
-    if cost.numel() == 0:
-        return cost, num_bad
-    some_finite = (num_bad < cost.shape[-2] * cost.shape[-1])[..., None, None]
-    high = torch.where(finite, cost, float("-inf")).amax((-2, -1), keepdim=True).double()
-    low = torch.where(finite, cost, float("inf")).amin((-2, -1), keepdim=True).double()
-    high = torch.where(some_finite, high, 0.0)
-    low = torch.where(some_finite, low, 0.0)
-    span = high - low + 1.0
-    above, below = (high + span).to(cost.dtype), (low - span).to(cost.dtype)
-    cost = torch.where(torch.isnan(cost) | (cost == float("inf")), above, cost)
-    return torch.where(cost == float("-inf"), below, cost), num_bad
-
-
-def _sample_points(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of N maps at one shared point set (``point_sample`` semantics).
-
-    The [-1, 1] grid is computed once and expanded over the maps, which gives the same values as
-    ``point_sample(maps[:, None], coords.expand(N, -1, -1))`` without an ``[N, P, 2]`` grid.
-
-    Args:
-        maps: ``[N, H, W]`` float maps.
-        coords: ``[1, P, 2]`` (x, y) points in [0, 1]^2.
-
-    Returns:
-        ``[N, P]`` samples.
-    """
-    grid = (2.0 * coords - 1.0).unsqueeze(2).expand(maps.shape[0], -1, -1, -1)  # [N, P, 1, 2]
-    return F.grid_sample(maps[:, None], grid, align_corners=False)[:, 0, :, 0]
-
-
-def _num_targets(target: dict[str, torch.Tensor]) -> int:
-    return len(target["labels"]) if "labels" in target else len(target["boxes"])
 
 
 def _empty_match() -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,36 +126,40 @@ class HungarianMatcher(nn.Module):
         """``[1, P, 2]`` uniform (x, y) points: one draw per (output, image), as the official."""
         return torch.rand(1, self.num_points, 2, device=device, generator=generator)
 
-    def _stacked_cost(
+    def _block_cost(
         self,
         terms: list[MatchCost],
-        preds: list[dict[str, torch.Tensor]],
-        target: dict[str, torch.Tensor],
-        coords: list[torch.Tensor | None],
+        pred: dict[str, torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        coords: list[list] | None,
     ) -> torch.Tensor:
-        """Costs of L same-layout predictions of one image against its targets.
+        """Costs of L same-layout outputs on S images against the images' targets.
+
+        Every prediction is scored against the targets of all S images (the terms see the
+        targets concatenated); each image's own columns are the ones that count.
 
         Args:
-            preds: L dicts of ``pred_logits [Q, C]``, ``pred_boxes [Q, 4]``, ``pred_masks
-                [Q, h, w]`` (the entries the terms need).
-            target: ``labels [T]``, ``boxes [T, 4]``, ``masks [T, H, W]`` (likewise).
-            coords: per prediction its ``[1, P, 2]`` mask points (None without mask terms).
+            pred: ``pred_logits [L, S, Q, C]``, ``pred_boxes [L, S, Q, 4]``, ``pred_masks
+                [L, S, Q, h, w]`` (the entries the terms need).
+            targets: S dicts of ``labels [T_s]``, ``boxes [T_s, 4]``, float ``masks [T_s, H,
+                W]`` (likewise).
+            coords: ``coords[l][s]``, ``[1, P, 2]`` mask points (None without mask terms).
 
         Returns:
-            ``[L, Q, T]`` float32 costs (not sanitised).
+            ``[L, S, Q, T]`` float32 costs (not sanitised), ``T = sum_s T_s``.
         """
-        device = next(iter(preds[0].values())).device
-        pred = {k: torch.stack([p[k] for p in preds]) for k in preds[0] if k != "pred_masks"}
-        target = dict(target)
+        pred = dict(pred)
+        target = {
+            key: torch.cat([t[key] for t in targets]) if len(targets) > 1 else targets[0][key]
+            for key in ("labels", "boxes")
+            if key in targets[0]
+        }
+        device = next(iter(pred.values())).device
         if any(term.needs_points for term in terms):
             with torch.autocast(device.type, enabled=False):
-                masks = target["masks"].to(device=device, dtype=torch.float32)
-                pred["mask_points"] = torch.stack(
-                    [_sample_points(p["pred_masks"].float(), c) for p, c in zip(preds, coords)]
-                )  # [L, Q, P]
-                target["mask_points"] = torch.stack(
-                    [_sample_points(masks, c) for c in coords]
-                )  # [L, T, P]
+                pred["mask_points"], target["mask_points"] = _sample_mask_points(
+                    pred.pop("pred_masks").float(), targets, coords
+                )
         with torch.autocast(device.type, enabled=False):
             cost = sum(term.weight * term(pred, target) for term in terms)
         return cost.float()
@@ -230,9 +186,13 @@ class HungarianMatcher(nn.Module):
         """
         terms = self._terms(cost_kinds)
         coords = None
+        target = dict(target)
         if any(term.needs_points for term in terms):
-            coords = self._draw_points(pred["pred_masks"].device, generator)
-        return _sanitize(self._stacked_cost(terms, [pred], target, [coords]))[0][0]
+            device = pred["pred_masks"].device
+            coords = [[self._draw_points(device, generator)]]
+            target["masks"] = target["masks"].to(device=device, dtype=torch.float32)
+        block = {k: v[None, None] for k, v in pred.items() if k in _PREDICTION_KEYS}
+        return _sanitize(self._block_cost(terms, block, [target], coords))[0][0, 0]
 
     @torch.no_grad()
     def match_many(
@@ -247,9 +207,10 @@ class HungarianMatcher(nn.Module):
         Equal to ``[self(outputs, targets) for outputs in outputs_list]`` (same random draws in
         the same order: one ``[1, P, 2]`` per output and image with targets), but with a single
         device-to-host transfer: the cost matrices are computed on the outputs' device, outputs
-        of the same layout stacked (``[L, Q, T]`` per image), then copied to the host together
-        for scipy's solver. Non-finite costs are sanitised on the device; each matrix that had
-        some is reported with one warning after the transfer.
+        of the same layout stacked, and as many images per step as the step size allows
+        (``[L, S, Q, T]``), then copied to the host together for scipy's solver. Non-finite
+        costs are sanitised on the device; each matrix that had some is reported with one
+        warning after the transfer.
 
         Args:
             outputs_list: N dicts of batched predictions (``pred_logits [B, Q, C]`` etc.).
@@ -271,28 +232,33 @@ class HungarianMatcher(nn.Module):
             else {}
             for i, outputs in enumerate(outputs_list)
         ]
-        groups = _group_by_layout(outputs_list, keys)
-        blocks = []  # (output ids, image, costs [L, Q, T], non-finite counts [L]) on the device
-        for b in images:
-            target = dict(targets[b])
-            if needs_points:  # converted once per image, not per output
-                device = outputs_list[0][keys[0][0]].device
-                target["masks"] = target["masks"].to(device=device, dtype=torch.float32)
-            for group in groups:
-                for chunk in self._chunks(group, outputs_list[group[0]], needs_points):
-                    preds = [{k: outputs_list[i][k][b] for k in keys[i]} for i in chunk]
-                    cost = self._stacked_cost(
-                        terms, preds, target, [coords[i].get(b) for i in chunk]
-                    )
-                    blocks.append((chunk, b, *_sanitize(cost)))
+        device = outputs_list[0][keys[0][0]].device
+        targets = [dict(target) for target in targets]
+        if needs_points:  # converted once per image, not per output
+            for b in images:
+                masks = targets[b]["masks"]
+                targets[b]["masks"] = masks.to(device=device, dtype=torch.float32)
+        blocks = []  # (output ids, images, costs [L, S, Q, T], non-finite counts [L, S])
+        for group in _group_by_layout(outputs_list, keys):
+            for chunk in self._chunks(group, outputs_list[group[0]], needs_points):
+                first = outputs_list[chunk[0]]
+                for image_set in self._image_sets(chunk, first, targets, images, needs_points):
+                    pred = _stack_block([outputs_list[i] for i in chunk], keys[chunk[0]], image_set)
+                    block_targets = [targets[b] for b in image_set]
+                    block_coords = None
+                    if needs_points:
+                        block_coords = [[coords[i][b] for b in image_set] for i in chunk]
+                    cost = self._block_cost(terms, pred, block_targets, block_coords)
+                    valid = _own_columns(block_targets, cost.device)
+                    blocks.append((chunk, image_set, *_sanitize(cost, valid)))
         indices = [[_empty_match() for _ in targets] for _ in outputs_list]
         if blocks:
-            _solve_on_host(blocks, indices)
+            _solve_on_host(blocks, indices, targets)
         return indices
 
     @staticmethod
     def _prediction_keys(outputs: dict[str, torch.Tensor], batch_size: int) -> list[str]:
-        keys = [k for k in ("pred_logits", "pred_boxes", "pred_masks") if k in outputs]
+        keys = [k for k in _PREDICTION_KEYS if k in outputs]
         if not keys:
             raise ValueError(f"no prediction among the output keys {sorted(outputs)}")
         if outputs[keys[0]].shape[0] != batch_size:
@@ -301,19 +267,52 @@ class HungarianMatcher(nn.Module):
             )
         return keys
 
+    def _step_limit(self, outputs: dict[str, torch.Tensor]) -> int:
+        if self.max_batch_points is not None:
+            return self.max_batch_points
+        device = next(iter(outputs.values())).device
+        return _CPU_BATCH_POINTS if device.type == "cpu" else 1 << 24
+
     def _chunks(
         self, group: list[int], outputs: dict[str, torch.Tensor], needs_points: bool
     ) -> list[list[int]]:
         """Split a group of output ids so one mask-cost step holds <= max_batch_points values."""
         size = len(group)
         if needs_points and "pred_masks" in outputs:
-            masks = outputs["pred_masks"]
-            per_output = max(masks.shape[1] * self.num_points, 1)
-            limit = self.max_batch_points
-            if limit is None:
-                limit = _CPU_BATCH_POINTS if masks.device.type == "cpu" else 1 << 24
-            size = max(1, limit // per_output)
+            per_output = max(outputs["pred_masks"].shape[1] * self.num_points, 1)
+            size = max(1, self._step_limit(outputs) // per_output)
         return [group[i : i + size] for i in range(0, len(group), size)]
+
+    def _image_sets(
+        self,
+        chunk: list[int],
+        outputs: dict[str, torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        images: list[int],
+        needs_points: bool,
+    ) -> list[list[int]]:
+        """Consecutive runs of the images with targets, each as large as the step allows: the
+        step's ``[L, S, Q, T]`` costs (and, with mask terms, its ``[L, S, Q, P]`` samples) stay
+        within max_batch_points values, T counting the targets of all S images; images whose
+        target masks differ in size are not combined."""
+        limit = self._step_limit(outputs)
+        queries = outputs[next(iter(outputs))].shape[1]
+        per_image = len(chunk) * queries * (self.num_points if needs_points else 0)
+        sets: list[list[int]] = []
+        for b in images:
+            if sets:
+                current = sets[-1] + [b]
+                num_targets = sum(_num_targets(targets[i]) for i in current)
+                size = len(chunk) * len(current) * queries * num_targets
+                fits = max(size, per_image * len(current)) <= limit
+                same = not needs_points or (
+                    targets[b]["masks"].shape[1:] == targets[sets[-1][0]]["masks"].shape[1:]
+                )
+                if fits and same:
+                    sets[-1].append(b)
+                    continue
+            sets.append([b])
+        return sets
 
     @torch.no_grad()
     def forward(
@@ -338,46 +337,3 @@ class HungarianMatcher(nn.Module):
 
     def extra_repr(self) -> str:
         return f"costs={self.costs}, num_points={self.num_points}"
-
-
-def _solve_on_host(
-    blocks: list[tuple[list[int], int, torch.Tensor, torch.Tensor]], indices: list[Indices]
-) -> None:
-    """Copy every cost matrix to the host in ONE transfer, warn about non-finite costs, solve.
-
-    Args:
-        blocks: ``(output ids [L], image b, costs [L, Q, T], non-finite counts [L])`` on the
-            device; matrix l of a block belongs to output ``ids[l]`` and image ``b``.
-        indices: per output, per image ``(query_idx, target_idx)``; filled in place.
-    """
-    flat = [cost.reshape(-1) for _, _, cost, _ in blocks]
-    flat += [num_bad.to(cost.dtype) for _, _, cost, num_bad in blocks]
-    host = torch.cat(flat).cpu().numpy()  # the one device-to-host transfer (CUDA: one sync)
-    offset, bad_offset, bad_counts = 0, sum(cost.numel() for _, _, cost, _ in blocks), {}
-    for ids, b, cost, _ in blocks:
-        size = cost.shape[1] * cost.shape[2]
-        for i in ids:
-            rows, cols = linear_sum_assignment(host[offset : offset + size].reshape(cost.shape[1:]))
-            indices[i][b] = (
-                torch.as_tensor(rows, dtype=torch.int64),
-                torch.as_tensor(cols, dtype=torch.int64),
-            )
-            bad_counts[i, b] = int(host[bad_offset])
-            offset, bad_offset = offset + size, bad_offset + 1
-    for key in sorted(bad_counts):  # one warning per matrix with NaN/inf, output by output
-        if bad_counts[key]:
-            warnings.warn(_NONFINITE_WARNING.format(bad_counts[key]), RuntimeWarning, stacklevel=4)
-
-
-def _group_by_layout(
-    outputs_list: Sequence[dict[str, torch.Tensor]], keys: list[list[str]]
-) -> list[list[int]]:
-    """Ids of the outputs whose predictions can be stacked (same keys, shapes, dtypes, devices),
-    grouped in order of first appearance."""
-    groups: dict[tuple, list[int]] = {}
-    for i, outputs in enumerate(outputs_list):
-        layout = tuple(
-            (k, tuple(outputs[k].shape), outputs[k].dtype, outputs[k].device) for k in keys[i]
-        )
-        groups.setdefault(layout, []).append(i)
-    return list(groups.values())

@@ -108,17 +108,44 @@ def test_match_many_equals_per_output_matching(weights, max_batch_points):
     assert [len(rows) for rows, _ in many[0]] == [3, 0, 5, 7]
 
 
-def test_batched_costs_equal_per_output_costs():
-    """Stacking L outputs gives the rows of each output alone (row-wise cost terms)."""
-    outputs_list, targets = _case(queries=(6, 6, 6), counts=(4,))
+def test_block_costs_equal_per_output_per_image_costs():
+    """A block of L outputs x S images (every prediction scored against the targets of all S
+    images) holds, in each image's own columns, the costs of that output and image alone
+    (row-wise terms; vectorised transcendental functions and matrix products may round the
+    last bit differently at other tensor sizes)."""
+    outputs_list, targets = _case(queries=(6, 6, 6), counts=(4, 2, 3))
     matcher = HungarianMatcher(**MASK_DINO_WEIGHTS, num_points=32)
-    preds = [{k: v[0] for k, v in outputs.items()} for outputs in outputs_list]
-    coords = [torch.rand(1, 32, 2) for _ in preds]
-    stacked = matcher._stacked_cost(matcher.costs, preds, targets[0], coords)
-    assert stacked.shape == (3, 6, 4)
-    for layer, (pred, c) in enumerate(zip(preds, coords)):
-        alone = matcher._stacked_cost(matcher.costs, [pred], targets[0], [c])[0]
-        torch.testing.assert_close(stacked[layer], alone, rtol=1e-6, atol=1e-6)
+    for target in targets:
+        target["masks"] = target["masks"].float()
+    coords = [[torch.rand(1, 32, 2) for _ in targets] for _ in outputs_list]
+    keys = ("pred_logits", "pred_boxes", "pred_masks")
+    stacked = {k: torch.stack([outputs[k] for outputs in outputs_list]) for k in keys}
+    block = matcher._block_cost(matcher.costs, stacked, targets, coords)
+    assert block.shape == (3, 3, 6, 9)
+    for layer, outputs in enumerate(outputs_list):
+        start = 0
+        for image, target in enumerate(targets):
+            alone = {k: outputs[k][image][None, None] for k in keys}
+            cost = matcher._block_cost(matcher.costs, alone, [target], [[coords[layer][image]]])
+            stop = start + len(target["labels"])
+            torch.testing.assert_close(
+                block[layer, image, :, start:stop], cost[0, 0], rtol=1e-6, atol=1e-6
+            )
+            start = stop
+
+
+def test_images_share_a_step_within_the_limit_and_mask_size():
+    matcher = HungarianMatcher(**MASK_DINO_WEIGHTS, num_points=16, max_batch_points=2 * 7 * 16 * 3)
+    outputs = _outputs(4, 7)
+    targets = _targets((3, 0, 5, 7))
+    # two outputs: 2 x 7 x 16 samples per image -> three images per step; T bounds it too
+    assert matcher._image_sets([0, 1], outputs, targets, [0, 2, 3], True) == [[0, 2, 3]]
+    assert matcher._image_sets([0, 1, 2], outputs, targets, [0, 2, 3], True) == [[0, 2], [3]]
+    targets[3]["masks"] = targets[3]["masks"][:, :8]  # another mask size: its own step
+    assert matcher._image_sets([0, 1], outputs, targets, [0, 2, 3], True) == [[0, 2], [3]]
+    boxes_only = HungarianMatcher(**BOX_WEIGHTS, max_batch_points=2 * 7 * 8)
+    # without mask points only the [L, S, Q, T] costs count: 2 x 1 x 7 x 8 fits, 2 x 2 x 7 x 8 not
+    assert boxes_only._image_sets([0, 1], outputs, targets, [0, 2], False) == [[0], [2]]
 
 
 def test_random_draws_in_per_output_order(monkeypatch):
@@ -178,7 +205,7 @@ def test_non_finite_costs_one_warning_same_assignment():
 
 
 def test_sanitize_matches_host_formula():
-    from detrex_ext.modeling.matcher import _sanitize
+    from detrex_ext.modeling.match_blocks import _sanitize
 
     cost = torch.randn(3, 5, 4) * 10
     cost[0, 1, 2] = float("nan")
