@@ -72,7 +72,10 @@ class _LSJMapperBase:
         self.image_format = image_format
 
     def _start(self, dataset_dict: dict) -> tuple[dict, T.TransformList, tuple[int, int]]:
-        dataset_dict = copy.deepcopy(dataset_dict)
+        # A copy of the top level only: the mappers replace its entries but never change the
+        # objects in them (the instance mapper deep-copies the annotations it transforms), so
+        # the record's scene, polygons and segments are not copied for every sample.
+        dataset_dict = dict(dataset_dict)
         aug_input, transforms, padding_mask = read_and_augment(
             dataset_dict, self.augmentation, self.image_format
         )
@@ -107,6 +110,7 @@ class COCOInstanceLSJDatasetMapper(_LSJMapperBase):
         dataset_dict.pop("segments_info", None)
         if not self.is_train:
             return dataset_dict
+        annotations = copy.deepcopy(annotations)  # transformed in place below
         annotations = [
             transform_instance_annotations(obj, transforms, image_shape)
             for obj in annotations
