@@ -31,6 +31,7 @@ __all__ = [
     "L1Loss",
     "dice_loss",
     "giou_loss",
+    "paired_giou_loss",
     "l1_box_loss",
     "point_sampled_mask_losses",
     "reduce_num_objects",
@@ -217,16 +218,18 @@ def giou_loss(
     formula (``eps`` added to union and enclosing area, see ``generalized_box_iou``); 0 uses
     torchvision's ``generalized_box_iou_loss``.
     """
+    return paired_giou_loss(pred_boxes, target_boxes, eps).sum() / num_boxes
+
+
+def paired_giou_loss(
+    pred_boxes: torch.Tensor, target_boxes: torch.Tensor, eps: float = 0.0
+) -> torch.Tensor:
+    """``1 - GIoU(pred_i, target_i)`` per pair (``giou_loss`` before its sum).
+
+    Shapes: ``[N, 4]``, ``[N, 4]`` cxcywh boxes -> ``[N]``.
+    """
+    pred_xyxy = box_cxcywh_to_xyxy(pred_boxes)
+    target_xyxy = box_cxcywh_to_xyxy(target_boxes.to(pred_boxes.dtype))
     if eps != 0.0:
-        giou = paired_generalized_box_iou(
-            box_cxcywh_to_xyxy(pred_boxes),
-            box_cxcywh_to_xyxy(target_boxes.to(pred_boxes.dtype)),
-            eps,
-        )
-        return (1 - giou).sum() / num_boxes
-    loss = generalized_box_iou_loss(
-        box_cxcywh_to_xyxy(pred_boxes),
-        box_cxcywh_to_xyxy(target_boxes.to(pred_boxes.dtype)),
-        reduction="sum",
-    )
-    return loss / num_boxes
+        return 1 - paired_generalized_box_iou(pred_xyxy, target_xyxy, eps)
+    return generalized_box_iou_loss(pred_xyxy, target_xyxy, reduction="none")

@@ -196,3 +196,46 @@ def test_matched_losses_index_the_right_image_and_target():
     want = point_sampled_mask_losses(src_masks, tgt_masks, 3.0, num_points=16)
     assert torch.equal(got["loss_mask"], want["loss_mask"])
     assert torch.equal(got["loss_dice"], want["loss_dice"])
+
+
+@pytest.mark.parametrize("panoptic_on", [False, True])
+def test_box_losses_of_all_outputs_at_once_equal_each_alone(panoptic_on):
+    """`_box_losses` (every output's box losses in one pass, as `forward` computes them) gives
+    bit for bit the values and gradients of `loss_boxes` per output, including an output with
+    no match and, with panoptic_on, the stuff targets left out."""
+    from detrex_projects.maskdino.modeling import SetCriterion
+
+    torch.manual_seed(0)
+    targets = [
+        {"labels": torch.tensor([0, 3, 1]), "boxes": torch.rand(3, 4) * 0.4 + 0.2},
+        {"labels": torch.tensor([2]), "boxes": torch.rand(1, 4) * 0.4 + 0.2},
+    ]
+    criterion = SetCriterion(
+        num_classes=4,
+        matcher=None,
+        weight_dict={},
+        panoptic_on=panoptic_on,
+        num_thing_classes=3,
+        giou_eps=1e-6,
+    )
+    boxes = [(torch.rand(2, 5, 4) * 0.4 + 0.2).requires_grad_() for _ in range(3)]
+    indices = [
+        [
+            (torch.tensor([4, 1, 0]), torch.tensor([2, 0, 1])),
+            (torch.tensor([3]), torch.tensor([0])),
+        ],
+        [(torch.tensor([], dtype=torch.int64),) * 2, (torch.tensor([1]), torch.tensor([0]))],
+        [(torch.tensor([], dtype=torch.int64),) * 2] * 2,
+    ]
+    jobs = [({"pred_boxes": b}, i, 2.5, f"_{k}") for k, (b, i) in enumerate(zip(boxes, indices))]
+    together = criterion._box_losses(jobs, targets)
+    sum(together.values()).backward()
+    grads = [b.grad.clone() for b in boxes]
+    for k, (b, i) in enumerate(zip(boxes, indices)):
+        b.grad = None
+        alone = criterion.loss_boxes({"pred_boxes": b}, targets, i, 2.5)
+        sum(alone.values()).backward()
+        for name, value in alone.items():
+            assert torch.equal(together[f"{name}_{k}"], value), (name, k)
+        assert torch.equal(b.grad, grads[k])
+    assert together["loss_bbox_2"].item() == 0.0

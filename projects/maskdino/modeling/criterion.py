@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from detrex_ext.modeling import (
     giou_loss,
     l1_box_loss,
+    paired_giou_loss,
     point_sampled_mask_losses,
     reduce_num_objects,
     sigmoid_focal_loss,
@@ -180,11 +181,48 @@ class SetCriterion(nn.Module):
         names = [n for group in self.dn_losses for n in LOSS_NAMES[group]]
         return {f"{n}{suffix}": torch.zeros((), device=device) for n in names}
 
-    def _losses(self, groups, outputs, targets, indices, num_boxes, suffix: str) -> dict:
+    def _losses(
+        self, groups, outputs, targets, indices, num_boxes, suffix: str, deferred_boxes=None
+    ) -> dict:
+        """The losses of `groups` for one output. With a `deferred_boxes` list, the box losses
+        are left as None (keeping the keys' order) and their job is appended to it, for
+        `_box_losses` to compute together with the other outputs'."""
         out = {}
         for loss in groups:
+            if loss == "boxes" and deferred_boxes is not None:
+                deferred_boxes.append((outputs, indices, num_boxes, suffix))
+                out.update(dict.fromkeys(LOSS_NAMES["boxes"]))
+                continue
             out.update(self.get_loss(loss, outputs, targets, indices, num_boxes))
         return {k + suffix: v for k, v in out.items()}
+
+    def _box_losses(self, jobs: list, targets: list[dict]) -> dict:
+        """`loss_bbox` and `loss_giou` of several outputs in one pass: the matched boxes of all
+        `(outputs, indices, num_boxes, suffix)` jobs are concatenated, the per-coordinate L1
+        and per-pair GIoU terms computed once and summed job by job (each job's terms are a
+        contiguous slice, summed as `loss_boxes` sums them: the same values)."""
+        matched = [_as_matched(indices, targets) for _, indices, _, _ in jobs]
+        src = torch.cat(
+            [out["pred_boxes"][m.batch, m.query] for (out, *_), m in zip(jobs, matched)]
+        ).float()
+        rows = torch.cat([m.target for m in matched])
+        batch_targets = matched[0].targets
+        tgt = batch_targets.boxes[rows]
+        sizes = [len(m.target) for m in matched]
+        if self.panoptic_on:
+            isthing = batch_targets.labels[rows] < self.num_thing_classes
+            job_ids = torch.repeat_interleave(torch.arange(len(jobs)), torch.tensor(sizes))
+            sizes = torch.bincount(job_ids[isthing.cpu()], minlength=len(jobs)).tolist()
+            src, tgt = src[isthing], tgt[isthing]
+        l1 = F.l1_loss(src, tgt.to(src.dtype), reduction="none")
+        giou = paired_giou_loss(src, tgt, eps=self.giou_eps)
+        losses = {}
+        for (_, _, num_boxes, suffix), l1_job, giou_job in zip(
+            jobs, l1.split(sizes), giou.split(sizes)
+        ):
+            losses[f"loss_bbox{suffix}"] = l1_job.sum() / num_boxes
+            losses[f"loss_giou{suffix}"] = giou_job.sum() / num_boxes
+        return losses
 
     def _match_all(self, outputs: dict, targets: list[dict]) -> list[Indices]:
         """Assignments of the final, every auxiliary and the interm output, in that order.
@@ -229,10 +267,13 @@ class SetCriterion(nn.Module):
             dn_idx = _Matched(dn_idx, batch_targets)
         num_boxes = reduce_num_objects(sum(len(t["labels"]) for t in targets), device)
 
-        losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "")
+        boxes: list = []  # box-loss jobs, computed together at the end
+        losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "", boxes)
         if use_dn:
             losses.update(
-                self._losses(self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn")
+                self._losses(
+                    self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn", boxes
+                )
             )
         elif self.dn != "no":
             losses.update(self._dn_zero_losses("_dn", device))
@@ -241,7 +282,7 @@ class SetCriterion(nn.Module):
         dn_start = 0 if "interm_outputs" in outputs else 1
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update(
-                self._losses(self.losses, aux, targets, matched[1 + i], num_boxes, f"_{i}")
+                self._losses(self.losses, aux, targets, matched[1 + i], num_boxes, f"_{i}", boxes)
             )
             if i < dn_start:
                 continue
@@ -254,6 +295,7 @@ class SetCriterion(nn.Module):
                         dn_idx,
                         num_boxes * scalar,
                         f"_dn_{i}",
+                        boxes,
                     )
                 )
             elif self.dn != "no":
@@ -262,8 +304,10 @@ class SetCriterion(nn.Module):
         if "interm_outputs" in outputs:
             interm = outputs["interm_outputs"]
             losses.update(
-                self._losses(self.losses, interm, targets, matched[-1], num_boxes, "_interm")
+                self._losses(self.losses, interm, targets, matched[-1], num_boxes, "_interm", boxes)
             )
+        if boxes:
+            losses.update(self._box_losses(boxes, targets))
         return losses
 
 
