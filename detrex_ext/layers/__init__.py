@@ -23,8 +23,10 @@ from .multi_scale_deform_attn_op import (
 )
 from .point_features import (
     calculate_uncertainty,
+    draw_point_candidates,
     get_uncertain_point_coords_with_randomness,
     point_sample,
+    select_uncertain_points,
 )
 from .position_embedding import (
     PositionEmbeddingLearned,
@@ -61,7 +63,9 @@ __all__ = [
     "diou_loss",
     "generalized_box_iou",
     "get_sine_pos_embed",
+    "draw_point_candidates",
     "get_uncertain_point_coords_with_randomness",
+    "select_uncertain_points",
     "inverse_sigmoid",
     "masks_to_boxes",
     "paired_generalized_box_iou",

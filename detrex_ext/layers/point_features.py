@@ -7,7 +7,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["calculate_uncertainty", "get_uncertain_point_coords_with_randomness", "point_sample"]
+__all__ = [
+    "calculate_uncertainty",
+    "draw_point_candidates",
+    "get_uncertain_point_coords_with_randomness",
+    "point_sample",
+    "select_uncertain_points",
+]
 
 # CPU: bytes of float32 candidate coordinates ranked per step of the point selection
 _CANDIDATE_STEP_BYTES = 4 << 20
@@ -73,28 +79,82 @@ def get_uncertain_point_coords_with_randomness(
     Returns:
         ``[N, P, 2]`` (x, y) coordinates in [0, 1], fp32 (fp64 for fp64 logits).
     """
+    candidates, extra = draw_point_candidates(
+        coarse_logits.shape[0],
+        num_points,
+        oversample_ratio,
+        importance_sample_ratio,
+        coarse_logits.device,
+        torch.promote_types(coarse_logits.dtype, torch.float32),
+        generator,
+    )
+    num_uncertain = int(importance_sample_ratio * num_points)
+    return select_uncertain_points(
+        coarse_logits, candidates, extra, uncertainty_func, num_uncertain
+    )
+
+
+def draw_point_candidates(
+    num_maps: int,
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The random draws of ``get_uncertain_point_coords_with_randomness``, in its order.
+
+    Returns:
+        ``[N, int(num_points * oversample_ratio), 2]`` candidates (``dtype``) and the
+        ``[N, num_points - int(importance_sample_ratio * num_points), 2]`` uniform points that
+        fill up (float32; None when there are none).
+    """
     if oversample_ratio < 1:
         raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
     if not 0 <= importance_sample_ratio <= 1:
         raise ValueError(
             f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
         )
-    num_maps = coarse_logits.shape[0]
-    device = coarse_logits.device
     num_sampled = int(num_points * oversample_ratio)
-    # Coordinates stay >= fp32 even for half-precision logits (which are upcast for sampling).
-    dtype = torch.promote_types(coarse_logits.dtype, torch.float32)
-    candidates = torch.rand(num_maps, num_sampled, 2, device=device, generator=generator).to(dtype)
-    num_uncertain = int(importance_sample_ratio * num_points)
+    candidates = torch.rand(num_maps, num_sampled, 2, device=device, generator=generator)
+    num_random = num_points - int(importance_sample_ratio * num_points)
+    extra = None
+    if num_random > 0:
+        extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
+    return candidates.to(dtype), extra
+
+
+def select_uncertain_points(
+    coarse_logits: torch.Tensor,
+    candidates: torch.Tensor,
+    extra: torch.Tensor | None,
+    uncertainty_func: Callable[[torch.Tensor], torch.Tensor],
+    num_uncertain: int,
+) -> torch.Tensor:
+    """Keep the ``num_uncertain`` most uncertain candidates of each map, append ``extra``.
+
+    Args:
+        coarse_logits: ``[N, C, H, W]``.
+        candidates: ``[N, S, 2]`` from ``draw_point_candidates`` (scratch space on CPU: its
+            values are changed).
+        extra: ``[N, R, 2]`` or None.
+        uncertainty_func: ``[N, C, P] -> [N, 1, P]``.
+        num_uncertain: K, ``int(importance_sample_ratio * num_points)``.
+
+    Returns:
+        ``[N, K + R, 2]`` (x, y) points in [0, 1], in ``candidates``' dtype.
+    """
+    num_maps, num_sampled = candidates.shape[:2]
     maps_per_step = max(num_maps, 1)
-    if device.type == "cpu":
+    if candidates.device.type == "cpu":
         # A few maps at a time: their samples, uncertainties and top-k then stay well under
         # glibc's mmap threshold and are reused from the heap instead of being page-faulted in
         # afresh on every call (the candidates are one draw, as the official code draws them).
         maps_per_step = max(1, _CANDIDATE_STEP_BYTES // max(1, num_sampled * 2 * 4))
     steps = [
         _most_uncertain(
-            coarse_logits[start : start + maps_per_step].to(dtype),
+            coarse_logits[start : start + maps_per_step].to(candidates.dtype),
             candidates[start : start + maps_per_step],
             uncertainty_func,
             num_uncertain,
@@ -102,9 +162,7 @@ def get_uncertain_point_coords_with_randomness(
         for start in range(0, max(num_maps, 1), maps_per_step)
     ]
     point_coords = steps[0] if len(steps) == 1 else torch.cat(steps)
-    num_random = num_points - num_uncertain
-    if num_random > 0:
-        extra = torch.rand(num_maps, num_random, 2, device=device, generator=generator)
+    if extra is not None:
         point_coords = torch.cat([point_coords, extra.to(point_coords.dtype)], dim=1)
     return point_coords
 

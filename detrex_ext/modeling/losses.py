@@ -8,6 +8,8 @@ ground-truth count of the local batch summed over all processes and divided by t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss
@@ -16,9 +18,10 @@ from torchvision.ops import sigmoid_focal_loss as _torchvision_focal
 from detrex_ext.layers import (
     box_cxcywh_to_xyxy,
     calculate_uncertainty,
-    get_uncertain_point_coords_with_randomness,
+    draw_point_candidates,
     paired_generalized_box_iou,
     point_sample,
+    select_uncertain_points,
 )
 from detrex_ext.utils import comm
 
@@ -34,6 +37,7 @@ __all__ = [
     "paired_giou_loss",
     "l1_box_loss",
     "point_sampled_mask_losses",
+    "point_sampled_mask_losses_many",
     "reduce_num_objects",
     "sigmoid_ce_loss",
     "sigmoid_focal_loss",
@@ -94,8 +98,13 @@ def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: floa
 
     Shapes: inputs ``[N, P]`` logits (P points or pixels), targets ``[N, P]`` in [0, 1] -> scalar.
     """
+    return sigmoid_ce_rows(inputs, targets).sum() / num_masks
+
+
+def sigmoid_ce_rows(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE with logits of each row: ``[N, P]``, ``[N, P]`` -> ``[N]``."""
     loss = F.binary_cross_entropy_with_logits(inputs, targets.to(inputs.dtype), reduction="none")
-    return loss.mean(1).sum() / num_masks
+    return loss.mean(1)
 
 
 def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -104,11 +113,16 @@ def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> 
     Shapes: inputs ``[N, ...]`` logits, targets ``[N, ...]`` in [0, 1] -> scalar (sum over masks
     / ``num_masks``).
     """
+    return dice_rows(inputs, targets).sum() / num_masks
+
+
+def dice_rows(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Dice loss of each mask (``dice_loss`` before its sum): ``[N, ...]`` x 2 -> ``[N]``."""
     probs = inputs.sigmoid().flatten(1)
     targets = targets.flatten(1).to(probs.dtype)
     numerator = 2 * (probs * targets).sum(-1)
     denominator = probs.sum(-1) + targets.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+    return 1 - (numerator + 1) / (denominator + 1)
 
 
 def point_sampled_mask_losses(
@@ -144,35 +158,127 @@ def point_sampled_mask_losses(
         ``{"loss_mask": sigmoid_ce_loss, "loss_dice": dice_loss}`` scalars (zero-valued but
         differentiable when N = 0).
     """
-    if mask_logits.shape[0] == 0:
-        zero = mask_logits.sum() * 0.0
-        return {"loss_mask": zero, "loss_dice": zero.clone()}
-    logits = mask_logits[:, None].float()
-    with torch.no_grad():
-        coords = get_uncertain_point_coords_with_randomness(
-            logits,
-            calculate_uncertainty,
+    return point_sampled_mask_losses_many(
+        [mask_logits],
+        target_masks,
+        [target_index],
+        [num_masks],
+        num_points,
+        oversample_ratio,
+        importance_sample_ratio,
+        generator,
+    )[0]
+
+
+def point_sampled_mask_losses_many(
+    mask_logits: Sequence[torch.Tensor],
+    target_masks: torch.Tensor,
+    target_indices: Sequence[torch.Tensor | None],
+    num_masks: Sequence[float],
+    num_points: int = 12544,
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+    generator: torch.Generator | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """``point_sampled_mask_losses`` of several jobs (e.g. a model's outputs) in one pass.
+
+    The random draws are those of one call per job, in job order (jobs without masks draw
+    nothing). Point selection, sampling and the per-mask BCE / dice are row-wise, so the jobs'
+    masks are processed together (masks of equal size) and each job's losses are sums over its
+    own rows: the values of separate calls.
+
+    Args:
+        mask_logits: per job ``[N_j, h, w]`` matched mask logits.
+        target_masks: ``[T, H, W]`` binary target masks shared by the jobs.
+        target_indices: per job ``[N_j]`` int64 rows of ``target_masks``; ``[None]`` for one
+            job whose ``target_masks`` are its ``[N_j, H, W]`` matched masks.
+        num_masks: per job its normaliser.
+        num_points, oversample_ratio, importance_sample_ratio, generator: as there.
+
+    Returns:
+        Per job ``{"loss_mask", "loss_dice"}`` scalars.
+    """
+    if len(mask_logits) > 1 and any(index is None for index in target_indices):
+        raise ValueError("several jobs share target_masks: give each its target index")
+    results: list[dict[str, torch.Tensor] | None] = [None] * len(mask_logits)
+    jobs = [j for j, logits in enumerate(mask_logits) if logits.shape[0] > 0]
+    for j, logits in enumerate(mask_logits):
+        if logits.shape[0] == 0:
+            zero = logits.sum() * 0.0
+            results[j] = {"loss_mask": zero, "loss_dice": zero.clone()}
+    draws = {
+        j: draw_point_candidates(
+            mask_logits[j].shape[0],
             num_points,
             oversample_ratio,
             importance_sample_ratio,
-            generator=generator,
+            mask_logits[j].device,
+            torch.float32,
+            generator,
         )
-        gathered_bytes = 4 * len(coords) * target_masks[0].numel()
-        if target_index is not None and gathered_bytes <= _GATHERED_TARGETS_BYTES:
-            target_masks, target_index = target_masks[target_index], None  # small: one call
-        if target_index is None:
-            labels = point_sample(target_masks[:, None].to(logits), coords).squeeze(1)
-        else:
-            labels = _sample_indexed_masks(target_masks, target_index, coords, logits.dtype)
-    point_logits = point_sample(logits, coords).squeeze(1)
-    return {
-        "loss_mask": sigmoid_ce_loss(point_logits, labels, num_masks),
-        "loss_dice": dice_loss(point_logits, labels, num_masks),
+        for j in jobs
     }
+    by_size: dict[tuple, list[int]] = {}
+    for j in jobs:
+        by_size.setdefault(tuple(mask_logits[j].shape[1:]), []).append(j)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    for group in by_size.values():
+        logits = _cat([mask_logits[j] for j in group])[:, None].float()
+        with torch.no_grad():
+            extras = [draws[j][1] for j in group]
+            coords = select_uncertain_points(
+                logits,
+                _cat([draws[j][0] for j in group]),
+                None if extras[0] is None else _cat(extras),
+                calculate_uncertainty,
+                num_uncertain,
+            )
+            index = target_indices[group[0]]
+            if len(group) > 1:
+                index = _cat([target_indices[j] for j in group])
+            labels = _sample_targets(target_masks, index, coords, logits.dtype)
+        point_logits = point_sample(logits, coords).squeeze(1)
+        sizes = [mask_logits[j].shape[0] for j in group]
+        bce = sigmoid_ce_rows(point_logits, labels).split(sizes)
+        dice = dice_rows(point_logits, labels).split(sizes)
+        for k, j in enumerate(group):
+            results[j] = {
+                "loss_mask": bce[k].sum() / num_masks[j],
+                "loss_dice": dice[k].sum() / num_masks[j],
+            }
+    return results
 
 
-# Up to this size the matched target masks are gathered and sampled in one call; larger, each
-# distinct target is sampled on its own (a loop, but no [N, H, W] float copy).
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _sample_targets(
+    target_masks: torch.Tensor,
+    index: torch.Tensor | None,
+    coords: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``[N, P]`` values of ``target_masks[index]`` (``target_masks`` when None) at ``coords
+    [N, P, 2]``: the matched masks gathered a few rows at a time (each step's float copy within
+    ``_GATHERED_TARGETS_BYTES``), or, when that would take more steps than there are distinct
+    masks (large masks), each distinct mask sampled on its own."""
+    if index is None:
+        return point_sample(target_masks[:, None].to(dtype), coords).squeeze(1)
+    rows_per_step = max(1, _GATHERED_TARGETS_BYTES // (4 * target_masks[0].numel()))
+    if len(index) > rows_per_step * len(target_masks):
+        return _sample_indexed_masks(target_masks, index, coords, dtype)
+    steps = [
+        point_sample(
+            target_masks[index[start : start + rows_per_step]][:, None].to(dtype),
+            coords[start : start + rows_per_step],
+        ).squeeze(1)
+        for start in range(0, len(index), rows_per_step)
+    ]
+    return _cat(steps)
+
+
+# Bytes of gathered float target masks per sampling step (see _sample_targets).
 _GATHERED_TARGETS_BYTES = 8 << 20
 
 

@@ -87,12 +87,15 @@ def test_point_sampled_mask_losses_deterministic_with_generator():
     assert a["loss_mask"] == b["loss_mask"] and a["loss_dice"] == b["loss_dice"]
 
 
-@pytest.mark.parametrize("gather_limit", [0, 1 << 30], ids=["per-target", "gathered"])
+@pytest.mark.parametrize(
+    "gather_limit", [0, 4 * 37 * 29 * 2, 1 << 30], ids=["per-target", "steps-of-2", "gathered"]
+)
 def test_indexed_target_masks_give_the_gathered_masks_losses(monkeypatch, gather_limit):
     """``target_index`` (distinct masks + index, as the criterion passes them) gives bit for bit
     the losses and gradients of the gathered ``[N, H, W]`` masks: repeated, unused and
-    out-of-order targets, 1000 points each (several vector widths and a tail); both when each
-    distinct target is sampled on its own (large masks) and when they are gathered (small)."""
+    out-of-order targets, 1000 points each (several vector widths and a tail); when each
+    distinct target is sampled on its own (large masks: more gathering steps than targets),
+    gathered two rows per step, and all at once (small)."""
     from detrex_ext.modeling import losses as losses_module
 
     monkeypatch.setattr(losses_module, "_GATHERED_TARGETS_BYTES", gather_limit)
@@ -137,3 +140,48 @@ def test_reduce_num_objects_of_a_host_count_never_reads_a_tensor_back(monkeypatc
     monkeypatch.setattr(torch.Tensor, "item", forbidden)
     assert reduce_num_objects(19) == 19.0
     assert reduce_num_objects(0) == 1.0
+
+
+def test_many_jobs_in_one_pass_equal_one_call_per_job():
+    """``point_sampled_mask_losses_many`` draws what one call per job draws, in job order (the
+    empty job draws nothing), and gives each job bit for bit its values and gradients; a
+    job with masks of another size is processed on its own (drawn in its turn)."""
+    from detrex_ext.modeling import point_sampled_mask_losses_many
+
+    torch.manual_seed(0)
+    targets = torch.rand(4, 24, 20) > 0.5
+    sizes = [(3, 8, 10), (0, 8, 10), (5, 8, 10), (2, 6, 6), (4, 8, 10)]
+    indices = [torch.randint(0, 4, (n,)) for n, _, _ in sizes]
+    norms = [2.0, 1.0, 3.5, 1.5, 4.0]
+
+    def run(together: bool):
+        logits = [
+            torch.randn(*s, generator=torch.Generator().manual_seed(k)) for k, s in enumerate(sizes)
+        ]
+        for x in logits:
+            x.requires_grad_(True)
+        generator = torch.Generator().manual_seed(9)
+        if together:
+            results = point_sampled_mask_losses_many(
+                logits, targets, indices, norms, 40, 3.0, 0.75, generator
+            )
+        else:
+            results = [
+                point_sampled_mask_losses(x, targets, n, 40, 3.0, 0.75, generator, target_index=i)
+                for x, i, n in zip(logits, indices, norms)
+            ]
+        sum(r["loss_mask"] + 2 * r["loss_dice"] for r in results).backward()
+        return results, [x.grad for x in logits], generator.get_state()
+
+    many, many_grads, many_state = run(True)
+    alone, alone_grads, alone_state = run(False)
+    assert torch.equal(many_state, alone_state)  # the same number of draws
+    for a, b in zip(many, alone):
+        assert torch.equal(a["loss_mask"], b["loss_mask"]) and torch.equal(
+            a["loss_dice"], b["loss_dice"]
+        )
+    for a, b in zip(many_grads, alone_grads):
+        assert torch.equal(a, b)
+    assert many[1]["loss_mask"].item() == 0.0 and many[0]["loss_mask"].item() > 0
+    with pytest.raises(ValueError, match="target index"):
+        point_sampled_mask_losses_many([torch.zeros(1, 2, 2)] * 2, targets, [None, None], [1, 1])

@@ -24,6 +24,7 @@ from detrex_ext.modeling import (
     l1_box_loss,
     paired_giou_loss,
     point_sampled_mask_losses,
+    point_sampled_mask_losses_many,
     reduce_num_objects,
     sigmoid_focal_loss,
 )
@@ -182,19 +183,37 @@ class SetCriterion(nn.Module):
         return {f"{n}{suffix}": torch.zeros((), device=device) for n in names}
 
     def _losses(
-        self, groups, outputs, targets, indices, num_boxes, suffix: str, deferred_boxes=None
+        self, groups, outputs, targets, indices, num_boxes, suffix: str, deferred=None
     ) -> dict:
-        """The losses of `groups` for one output. With a `deferred_boxes` list, the box losses
-        are left as None (keeping the keys' order) and their job is appended to it, for
-        `_box_losses` to compute together with the other outputs'."""
+        """The losses of `groups` for one output. With a `deferred` dict of lists, the box and
+        mask losses are left as None (keeping the keys' order) and their job is appended to
+        `deferred["boxes"]` / `deferred["masks"]`, to be computed together with the other
+        outputs' (`_box_losses`, `_mask_losses`)."""
         out = {}
         for loss in groups:
-            if loss == "boxes" and deferred_boxes is not None:
-                deferred_boxes.append((outputs, indices, num_boxes, suffix))
-                out.update(dict.fromkeys(LOSS_NAMES["boxes"]))
+            if deferred is not None and loss in deferred:
+                deferred[loss].append((outputs, indices, num_boxes, suffix))
+                out.update(dict.fromkeys(LOSS_NAMES[loss]))
                 continue
             out.update(self.get_loss(loss, outputs, targets, indices, num_boxes))
         return {k + suffix: v for k, v in out.items()}
+
+    def _mask_losses(self, jobs: list, targets: list[dict]) -> dict:
+        """`loss_mask` and `loss_dice` of several outputs in one pass (the matched masks of all
+        `(outputs, indices, num_boxes, suffix)` jobs together; the random points drawn job by
+        job, in order, as `loss_masks` would draw them: the same values)."""
+        matched = [_as_matched(indices, targets) for _, indices, _, _ in jobs]
+        device = jobs[0][0]["pred_masks"].device
+        results = point_sampled_mask_losses_many(
+            [out["pred_masks"][m.batch, m.query] for (out, *_), m in zip(jobs, matched)],
+            matched[0].targets.masks,
+            [m.target.to(device) for m in matched],
+            [num_boxes for _, _, num_boxes, _ in jobs],
+            self.num_points,
+            self.oversample_ratio,
+            self.importance_sample_ratio,
+        )
+        return {f"{k}{job[3]}": v for job, losses in zip(jobs, results) for k, v in losses.items()}
 
     def _box_losses(self, jobs: list, targets: list[dict]) -> dict:
         """`loss_bbox` and `loss_giou` of several outputs in one pass: the matched boxes of all
@@ -267,12 +286,12 @@ class SetCriterion(nn.Module):
             dn_idx = _Matched(dn_idx, batch_targets)
         num_boxes = reduce_num_objects(sum(len(t["labels"]) for t in targets), device)
 
-        boxes: list = []  # box-loss jobs, computed together at the end
-        losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "", boxes)
+        deferred = {"boxes": [], "masks": []}  # loss jobs computed together at the end
+        losses = self._losses(self.losses, outputs, targets, indices, num_boxes, "", deferred)
         if use_dn:
             losses.update(
                 self._losses(
-                    self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn", boxes
+                    self.dn_losses, dn_out, targets, dn_idx, num_boxes * scalar, "_dn", deferred
                 )
             )
         elif self.dn != "no":
@@ -282,7 +301,9 @@ class SetCriterion(nn.Module):
         dn_start = 0 if "interm_outputs" in outputs else 1
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update(
-                self._losses(self.losses, aux, targets, matched[1 + i], num_boxes, f"_{i}", boxes)
+                self._losses(
+                    self.losses, aux, targets, matched[1 + i], num_boxes, f"_{i}", deferred
+                )
             )
             if i < dn_start:
                 continue
@@ -295,7 +316,7 @@ class SetCriterion(nn.Module):
                         dn_idx,
                         num_boxes * scalar,
                         f"_dn_{i}",
-                        boxes,
+                        deferred,
                     )
                 )
             elif self.dn != "no":
@@ -304,10 +325,14 @@ class SetCriterion(nn.Module):
         if "interm_outputs" in outputs:
             interm = outputs["interm_outputs"]
             losses.update(
-                self._losses(self.losses, interm, targets, matched[-1], num_boxes, "_interm", boxes)
+                self._losses(
+                    self.losses, interm, targets, matched[-1], num_boxes, "_interm", deferred
+                )
             )
-        if boxes:
-            losses.update(self._box_losses(boxes, targets))
+        if deferred["masks"]:  # the mask losses' draws: after the matcher's, in output order
+            losses.update(self._mask_losses(deferred["masks"], targets))
+        if deferred["boxes"]:
+            losses.update(self._box_losses(deferred["boxes"], targets))
         return losses
 
 
