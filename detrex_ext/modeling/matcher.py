@@ -240,9 +240,9 @@ class HungarianMatcher(nn.Module):
                 targets[b]["masks"] = masks.to(device=device, dtype=torch.float32)
         blocks = []  # (output ids, images, costs [L, S, Q, T], non-finite counts [L, S])
         for group in _group_by_layout(outputs_list, keys):
-            for chunk in self._chunks(group, outputs_list[group[0]], needs_points):
-                first = outputs_list[chunk[0]]
-                for image_set in self._image_sets(chunk, first, targets, images, needs_points):
+            layout = {k: outputs_list[group[0]][k] for k in keys[group[0]]}  # predictions only
+            for chunk in self._chunks(group, layout, needs_points):
+                for image_set in self._image_sets(chunk, layout, targets, images, needs_points):
                     pred = _stack_block([outputs_list[i] for i in chunk], keys[chunk[0]], image_set)
                     block_targets = [targets[b] for b in image_set]
                     block_coords = None

@@ -338,3 +338,16 @@ def test_cpu_default_batches_small_outputs_only():
     large = HungarianMatcher(**MASK_DINO_WEIGHTS, num_points=12544)
     r50 = {"pred_masks": torch.zeros(2, 300, 1, 1)}
     assert large._chunks(list(range(3)), r50, True) == [[0], [1], [2]]
+
+
+def test_other_entries_of_an_output_are_ignored():
+    """An output dict may carry non-prediction entries before its predictions (a model's full
+    output: aux lists, metadata); the step sizes come from the predictions."""
+    outputs_list, targets = _case()
+    matcher = HungarianMatcher(**MASK_DINO_WEIGHTS, num_points=16)
+    torch.manual_seed(1)
+    plain = matcher.match_many(outputs_list, targets)
+    decorated = [{"aux_outputs": [], "meta": None, **outputs} for outputs in outputs_list]
+    torch.manual_seed(1)
+    for ours, ref in zip(matcher.match_many(decorated, targets), plain):
+        _assert_same(ours, ref)
