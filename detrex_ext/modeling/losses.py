@@ -183,9 +183,10 @@ def point_sampled_mask_losses_many(
     """``point_sampled_mask_losses`` of several jobs (e.g. a model's outputs) in one pass.
 
     The random draws are those of one call per job, in job order (jobs without masks draw
-    nothing). Point selection, sampling and the per-mask BCE / dice are row-wise, so the jobs'
-    masks are processed together (masks of equal size) and each job's losses are sums over its
-    own rows: the values of separate calls.
+    nothing). Point selection, sampling and the per-mask BCE / dice are row-wise, so consecutive
+    jobs with masks of one size are processed together while their candidates stay within
+    ``_JOINED_CANDIDATE_BYTES`` (larger jobs alone, as in separate calls), and each job's
+    losses are sums over its own rows: the values of separate calls.
 
     Args:
         mask_logits: per job ``[N_j, h, w]`` matched mask logits.
@@ -206,29 +207,28 @@ def point_sampled_mask_losses_many(
         if logits.shape[0] == 0:
             zero = logits.sum() * 0.0
             results[j] = {"loss_mask": zero, "loss_dice": zero.clone()}
-    draws = {
-        j: draw_point_candidates(
-            mask_logits[j].shape[0],
-            num_points,
-            oversample_ratio,
-            importance_sample_ratio,
-            mask_logits[j].device,
-            torch.float32,
-            generator,
-        )
-        for j in jobs
-    }
-    by_size: dict[tuple, list[int]] = {}
-    for j in jobs:
-        by_size.setdefault(tuple(mask_logits[j].shape[1:]), []).append(j)
+    num_sampled = int(num_points * oversample_ratio)
     num_uncertain = int(importance_sample_ratio * num_points)
-    for group in by_size.values():
+    for group in _joined_steps(mask_logits, jobs, num_sampled):
+        # drawn here, step by step in job order: the order of one call per job
+        draws = [
+            draw_point_candidates(
+                mask_logits[j].shape[0],
+                num_points,
+                oversample_ratio,
+                importance_sample_ratio,
+                mask_logits[j].device,
+                torch.float32,
+                generator,
+            )
+            for j in group
+        ]
         logits = _cat([mask_logits[j] for j in group])[:, None].float()
         with torch.no_grad():
-            extras = [draws[j][1] for j in group]
+            extras = [extra for _, extra in draws]
             coords = select_uncertain_points(
                 logits,
-                _cat([draws[j][0] for j in group]),
+                _cat([candidates for candidates, _ in draws]),
                 None if extras[0] is None else _cat(extras),
                 calculate_uncertainty,
                 num_uncertain,
@@ -247,6 +247,31 @@ def point_sampled_mask_losses_many(
                 "loss_dice": dice[k].sum() / num_masks[j],
             }
     return results
+
+
+# Bytes of float32 PointRend candidates of the jobs processed in one step: small jobs (a small
+# model's outputs) are joined, a job larger than this runs alone (R50's denoising outputs).
+_JOINED_CANDIDATE_BYTES = 8 << 20
+
+
+def _joined_steps(
+    mask_logits: Sequence[torch.Tensor], jobs: list[int], num_sampled: int
+) -> list[list[int]]:
+    """Consecutive jobs with masks of one size, joined while their candidates stay within
+    ``_JOINED_CANDIDATE_BYTES`` (each job in exactly one step, in order)."""
+    steps: list[list[int]] = []
+    rows = 0
+    for j in jobs:
+        count = mask_logits[j].shape[0]
+        if steps:
+            same_size = mask_logits[j].shape[1:] == mask_logits[steps[-1][0]].shape[1:]
+            if same_size and (rows + count) * num_sampled * 2 * 4 <= _JOINED_CANDIDATE_BYTES:
+                steps[-1].append(j)
+                rows += count
+                continue
+        steps.append([j])
+        rows = count
+    return steps
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:

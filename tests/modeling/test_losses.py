@@ -142,11 +142,19 @@ def test_reduce_num_objects_of_a_host_count_never_reads_a_tensor_back(monkeypatc
     assert reduce_num_objects(0) == 1.0
 
 
-def test_many_jobs_in_one_pass_equal_one_call_per_job():
+@pytest.mark.parametrize("joined_bytes", [8 << 20, 0], ids=["joined", "one-job-per-step"])
+def test_many_jobs_in_one_pass_equal_one_call_per_job(monkeypatch, joined_bytes):
     """``point_sampled_mask_losses_many`` draws what one call per job draws, in job order (the
     empty job draws nothing), and gives each job bit for bit its values and gradients; a
-    job with masks of another size is processed on its own (drawn in its turn)."""
+    job with masks of another size is processed on its own (drawn in its turn), and so is every
+    job when the joined-candidates bound is below one job."""
+    from detrex_ext.modeling import losses as losses_module
     from detrex_ext.modeling import point_sampled_mask_losses_many
+
+    monkeypatch.setattr(losses_module, "_JOINED_CANDIDATE_BYTES", joined_bytes)
+    logits = [torch.zeros(n, 8, 10) for n in (3, 0, 5, 2, 4)]
+    steps = losses_module._joined_steps(logits, [0, 2, 3, 4], 120)
+    assert steps == ([[0, 2, 3, 4]] if joined_bytes else [[0], [2], [3], [4]])
 
     torch.manual_seed(0)
     targets = torch.rand(4, 24, 20) > 0.5
