@@ -85,6 +85,7 @@ def get_uncertain_point_coords_with_randomness(
         oversample_ratio,
         importance_sample_ratio,
         coarse_logits.device,
+        # coordinates stay >= fp32 even for half-precision logits (upcast for sampling)
         torch.promote_types(coarse_logits.dtype, torch.float32),
         generator,
     )

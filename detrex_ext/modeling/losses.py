@@ -233,9 +233,7 @@ def point_sampled_mask_losses_many(
                 calculate_uncertainty,
                 num_uncertain,
             )
-            index = target_indices[group[0]]
-            if len(group) > 1:
-                index = _cat([target_indices[j] for j in group])
+            index = _cat([target_indices[j] for j in group])  # None: the job's own masks
             labels = _sample_targets(target_masks, index, coords, logits.dtype)
         point_logits = point_sample(logits, coords).squeeze(1)
         sizes = [mask_logits[j].shape[0] for j in group]
@@ -274,7 +272,7 @@ def _joined_steps(
     return steps
 
 
-def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _cat(tensors: list) -> torch.Tensor | None:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .match_blocks import (
+    Indices,
     _group_by_layout,
     _num_targets,
     _own_columns,
@@ -48,8 +49,6 @@ __all__ = [
     "MatchCost",
     "SoftmaxClassCost",
 ]
-
-Indices = list[tuple[torch.Tensor, torch.Tensor]]
 
 _PREDICTION_KEYS = ("pred_logits", "pred_boxes", "pred_masks")
 

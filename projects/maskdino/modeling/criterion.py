@@ -20,10 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detrex_ext.modeling import (
-    giou_loss,
-    l1_box_loss,
     paired_giou_loss,
-    point_sampled_mask_losses,
     point_sampled_mask_losses_many,
     reduce_num_objects,
     sigmoid_focal_loss,
@@ -140,31 +137,11 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
         """L1 and 1 - GIoU of matched normalised cxcywh boxes, / num_boxes."""
-        matched = _as_matched(indices, targets)
-        src = outputs["pred_boxes"][matched.batch, matched.query].float()
-        tgt = matched.targets.boxes[matched.target]
-        if self.panoptic_on:
-            isthing = matched.targets.labels[matched.target] < self.num_thing_classes
-            src, tgt = src[isthing], tgt[isthing]
-        return {
-            "loss_bbox": l1_box_loss(src, tgt, num_boxes),
-            "loss_giou": giou_loss(src, tgt, num_boxes, eps=self.giou_eps),
-        }
+        return self._box_losses([(outputs, indices, num_boxes, "")], targets)
 
     def loss_masks(self, outputs: dict, targets: list[dict], indices: Indices, num_boxes) -> dict:
         """Point-sampled BCE and dice of matched masks (PointRend sampling), / num_boxes."""
-        matched = _as_matched(indices, targets)
-        # Same order as the predictions: image by image, in the matcher's order; the matched
-        # masks are indexed into the batch's masks rather than copied out.
-        return point_sampled_mask_losses(
-            outputs["pred_masks"][matched.batch, matched.query],
-            matched.targets.masks,
-            num_boxes,
-            self.num_points,
-            self.oversample_ratio,
-            self.importance_sample_ratio,
-            target_index=matched.target.to(outputs["pred_masks"].device),
-        )
+        return self._mask_losses([(outputs, indices, num_boxes, "")], targets)
 
     def get_loss(
         self, loss: str, outputs: dict, targets: list[dict], indices: Indices, num_boxes
@@ -200,8 +177,9 @@ class SetCriterion(nn.Module):
 
     def _mask_losses(self, jobs: list, targets: list[dict]) -> dict:
         """`loss_mask` and `loss_dice` of several outputs in one pass (the matched masks of all
-        `(outputs, indices, num_boxes, suffix)` jobs together; the random points drawn job by
-        job, in order, as `loss_masks` would draw them: the same values)."""
+        `(outputs, indices, num_boxes, suffix)` jobs together, indexed into the batch's masks
+        rather than copied out; the random points drawn job by job, in order, as one
+        `loss_masks` call per output would draw them: the same values)."""
         matched = [_as_matched(indices, targets) for _, indices, _, _ in jobs]
         device = jobs[0][0]["pred_masks"].device
         results = point_sampled_mask_losses_many(
@@ -219,7 +197,7 @@ class SetCriterion(nn.Module):
         """`loss_bbox` and `loss_giou` of several outputs in one pass: the matched boxes of all
         `(outputs, indices, num_boxes, suffix)` jobs are concatenated, the per-coordinate L1
         and per-pair GIoU terms computed once and summed job by job (each job's terms are a
-        contiguous slice, summed as `loss_boxes` sums them: the same values)."""
+        contiguous slice, summed as one job alone would be: the same values)."""
         matched = [_as_matched(indices, targets) for _, indices, _, _ in jobs]
         src = torch.cat(
             [out["pred_boxes"][m.batch, m.query] for (out, *_), m in zip(jobs, matched)]
